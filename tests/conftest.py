@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny random early-exit model and a tiny tokenizer, built in-process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eesim.model import EarlyExitLM, ModelConfig
+from eesim.model.tokenizer import train_tokenizer
+
+TINY = ModelConfig(vocab_size=300, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=128,
+                   max_seq_len=64)
+
+
+@pytest.fixture
+def tiny_model() -> EarlyExitLM:
+    torch.manual_seed(0)
+    return EarlyExitLM(TINY).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    texts = ["To be, or not to be, that is the question.\n",
+             "def add(a, b):\n    return a + b\n",
+             '{"name": "eesim", "version": "0.1.0", "layers": [1, 2, 3]}\n'] * 20
+    return train_tokenizer(texts, vocab_size=300)
+
+
+def full_trace(tokens: list[dict], n_layers: int = 4, sha: str = "a" * 64):
+    """A hand-made `full` trace. Each token dict: request_id, position, task, token_class, and
+    per-exit lists top1, max_prob (entropy and margin derived), top1_class (optional)."""
+    import pandas as pd
+
+    from eesim.trace import ExitTrace, TraceMeta
+
+    rows = []
+    for t in tokens:
+        for i in range(n_layers):
+            p = t["max_prob"][i]
+            rows.append({
+                "request_id": t["request_id"], "position": t["position"], "prompt_len": 5,
+                "task": t.get("task", "prose"), "token": t["top1"][-1], "token_text": "x",
+                "token_class": t.get("token_class", "word"), "layer": i + 1,
+                "top1": t["top1"][i], "top1_class": t.get("top1_class", ["word"] * n_layers)[i],
+                "max_prob": p, "entropy": t.get("entropy", [1.0 - p] * n_layers)[i],
+                "margin": p / 2,
+            })
+    meta = TraceMeta(kind="full", model_sha256=sha, n_layers=n_layers,
+                     exit_layers=list(range(1, n_layers + 1)))
+    return ExitTrace(pd.DataFrame(rows), meta)
