@@ -16,6 +16,9 @@ app.add_typer(model_app, name="model")
 trace_app = typer.Typer(help="Exit traces: record (default), import, inspect.",
                         invoke_without_command=True)
 app.add_typer(trace_app, name="trace")
+profile_app = typer.Typer(help="Device profiles: measure (default), analytic roofline, show.",
+                          invoke_without_command=True)
+app.add_typer(profile_app, name="profile")
 console = Console(stderr=True)
 
 
@@ -29,9 +32,10 @@ def user_errors():
     """The exceptions that mean bad input rather than a bug: shown as one clear line."""
     from eesim.model import CheckpointError
     from eesim.policy.policy import PolicyError
+    from eesim.profile.format import ProfileError
     from eesim.trace import TraceError
 
-    return (CheckpointError, PolicyError, TraceError, ValueError, FileNotFoundError)
+    return (CheckpointError, PolicyError, ProfileError, TraceError, ValueError, FileNotFoundError)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "eesim"
 
@@ -107,19 +111,55 @@ def print_eval(report: dict) -> None:
     Console().print(table)
 
 
+REFERENCE_TRACE = Path(__file__).resolve().parent.parent / "traces" / "reference-greedy.parquet"
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("eesim-out"), help="Folder for the demo's outputs."),
     max_windows: int = typer.Option(16, min=1, help="Held-out windows per task class."),
+    budget: float = typer.Option(0.01, min=0.0, max=1.0, help="Quality budget for calibration."),
 ) -> None:
     """Run every stage that exists on the embedded default and print where the outputs are."""
     from eesim.io import write_json_atomic
+    from eesim.model import REFERENCE_DIR, load_checkpoint
+    from eesim.policy.calibrate import calibrate as run_calibration
+    from eesim.policy.replay import depth_distribution
+    from eesim.trace import read_trace, write_trace
+    from eesim.trace.prompts import heldout_prompts
+    from eesim.trace.record import RefExitModel, record
 
+    written = {}
     report = _evaluate(None, 256, max_windows)
     print_eval(report)
-    path = out / "model_eval.json"
-    write_json_atomic(path, report)
-    typer.echo(f"model evaluation: {path}")
+    written["model evaluation"] = out / "model_eval.json"
+    write_json_atomic(written["model evaluation"], report)
+
+    ckpt = load_checkpoint(REFERENCE_DIR)
+    reqs = heldout_prompts(REFERENCE_DIR / "heldout.jsonl.gz", ckpt.tokenizer,
+                           ["prose", "code", "json"], 4)
+    with console.status("recording a small fresh trace (4 requests per task, 64 tokens)"):
+        fresh = record(RefExitModel(ckpt), reqs, 64)
+    written["fresh trace"] = out / "trace-demo.parquet"
+    write_trace(fresh, written["fresh trace"])
+
+    trace_ = read_trace(REFERENCE_TRACE)
+    depth = depth_distribution(trace_)
+    typer.echo(f"\nOracle exit depth on {REFERENCE_TRACE.name} "
+               f"(first layer agreeing with full depth):\n{depth_markdown(depth)}")
+    written["exit depth"] = out / "exit_depth.json"
+    write_json_atomic(written["exit depth"], depth)
+    with console.status(f"calibrating max_prob thresholds at budget {budget}"):
+        policy, heldout = run_calibration(trace_, budget)
+    typer.echo(_policy_table({"signal": policy.signal, "thresholds": policy.thresholds,
+                              "heldout": heldout}))
+    written["policy"] = out / "policy.json"
+    policy.save(written["policy"])
+    written["calibration report"] = out / "calibration.json"
+    write_json_atomic(written["calibration report"], heldout)
+    typer.echo("\nOutputs:")
+    for name, path in written.items():
+        typer.echo(f"  {name:20s} {path}")
 
 
 @trace_app.callback()
@@ -170,16 +210,15 @@ def _trace_source(checkpoint, hf, tasks, per_task, prompt_tokens, seed):
     if hf is None:
         return RefExitModel(ckpt), reqs, f"heldout of {ckpt.sha256[:12]}"
     from eesim.model.hf import load_hf_exit_model
-
-    source = load_hf_exit_model(hf)
-    prompts = [r.prompt_text for r in reqs]
-    tok = source.tokenizer
-    if tok is None:
-        fail(f"{hf}: has no tokenizer; eesim needs one to encode the held-out prompts")
+    from eesim.model.tokenizer import TASK_TOKENS
     from eesim.trace.record import Request
 
-    reqs = [Request(r.request_id, r.task, tok.encode(p.split(">", 1)[-1]), p)
-            for r, p in zip(reqs, prompts, strict=True)]
+    source = load_hf_exit_model(hf)
+    if source.tokenizer is None:
+        fail(f"{hf}: has no tokenizer; eesim needs one to encode the held-out prompts")
+    text = [r.prompt_text.removeprefix(TASK_TOKENS[r.task]) for r in reqs]
+    reqs = [Request(r.request_id, r.task, source.tokenizer.encode(t), t)
+            for r, t in zip(reqs, text, strict=True)]
     return source, reqs, "heldout of the reference model (text prompts)"
 
 
@@ -202,6 +241,38 @@ def trace_info(
             "decoding": t.meta.decoding, "source": t.meta.source, "created": t.meta.created}
     typer.echo(json.dumps(info, indent=2) if as_json else
                "\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@trace_app.command("depth")
+def trace_depth(
+    file: Path = typer.Argument(..., help="A full trace."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Oracle exit depth (first layer agreeing with full depth), by task and token class."""
+    from eesim.policy.replay import depth_distribution
+    from eesim.trace import read_trace
+
+    try:
+        dist = depth_distribution(read_trace(file))
+    except user_errors() as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(dist, indent=2) if as_json else depth_markdown(dist))
+
+
+def depth_markdown(dist: dict) -> str:
+    """Markdown tables of an exit-depth distribution (as docs/traces.md shows them)."""
+    layers = sorted({int(k) for k in dist["exit_depth"]})
+    head = "| {} | tokens | mean layer | " + " | ".join(f"L{x}" for x in layers) + " |"
+    rule = "|---" * (3 + len(layers)) + "|"
+    out = []
+    for key, title in (("by_task", "task"), ("by_token_class", "token class")):
+        out += [head.format(title), rule]
+        for name, s in [("all", dist), *dist.get(key, {}).items()]:
+            shares = " | ".join(f"{s['exit_depth'].get(x, s['exit_depth'].get(str(x), 0)):.1%}"
+                                for x in layers)
+            out.append(f"| {name} | {s['tokens']} | {s['layers_per_token']:.2f} | {shares} |")
+        out.append("")
+    return "\n".join(out)
 
 
 @trace_app.command("import")
@@ -277,6 +348,76 @@ def _policy_table(report: dict) -> str:
     if "json_validity" in part:
         lines.append(f"  json records kept valid: {part['json_validity']}")
     return "\n".join(lines)
+
+
+@profile_app.callback()
+def profile(
+    ctx: typer.Context,
+    model: str = typer.Option("ref", help="ref | llama-3.2-1b | llama-3-8b | llama-2-7b | hf:CONFIG.json"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda[:N]"),
+    quick: bool = typer.Option(False, "--quick", help="A small grid (about a minute on CPU)."),
+    analytic: str = typer.Option(None, help="Make a roofline profile for h100-sxm | h200 | a100-80g | l4."),
+    dtype: str = typer.Option(None, help="float32 | bfloat16 | float16 (default: bf16 CUDA, fp32 CPU)."),
+    max_layers: int = typer.Option(2, min=1, help="Layers to instantiate for shape-only models."),
+    out: Path = typer.Option(None, help="Parquet file to write."),
+) -> None:
+    """Measure what every step term costs on this device (or compute an analytic roofline)."""
+    if ctx.invoked_subcommand:
+        return
+    if out is None:
+        fail("--out FILE is required (or use: eesim profile show FILE)")
+    from eesim.profile.analytic import analytic_profile
+    from eesim.profile.bench import run_profile
+    from eesim.profile.format import write_profile
+
+    try:
+        if analytic:
+            prof = analytic_profile(analytic, model)
+        else:
+            with progress() as bar:
+                task = bar.add_task(f"profiling {model}", total=None, info="")
+                prof = run_profile(model, device, quick, dtype, max_layers,
+                                   on_start=lambda n: bar.update(task, total=n),
+                                   on_point=lambda term: bar.update(task, advance=1, info=term))
+        write_profile(prof, out)
+    except user_errors() as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"profile": str(out), "kind": prof.meta.kind, "points": len(prof.table),
+                           "seconds": prof.meta.seconds, "notes": prof.meta.notes}))
+
+
+@profile_app.command("show")
+def profile_show(
+    file: Path = typer.Argument(..., help="Profile Parquet file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What a profile holds: kind (measured or ANALYTIC), device, model, terms and memory."""
+    from rich.table import Table
+
+    from eesim.profile.format import read_profile
+
+    try:
+        prof = read_profile(file)
+    except user_errors() as exc:
+        fail(str(exc))
+    summary = prof.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    kind = "ANALYTIC (datasheet roofline, not measured)" if prof.meta.kind == "analytic" else "measured"
+    table = Table(title=f"{prof.meta.model_name} on {prof.meta.device} [{kind}], {prof.meta.dtype}")
+    for col in ("term", "points", "rows", "query", "context", "fastest", "slowest"):
+        table.add_column(col)
+    for term, t in summary["by_term"].items():
+        table.add_row(term, str(t["points"]), _span(t["rows"]), _span(t["query"]), _span(t["context"]),
+                      f"{t['median_s']['min'] * 1e6:.1f} us", f"{t['median_s']['max'] * 1e6:.1f} us")
+    Console().print(table)
+    for note in prof.meta.notes:
+        typer.echo(f"note: {note}")
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}..{values[-1]} ({len(values)})"
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from eesim.model.hf import HFExitModel, load_hf_exit_model  # noqa: E402
+from eesim.model.hf import HFExitModel, load_hf_exit_model, safetensors_sha256  # noqa: E402
 from eesim.trace.record import Request, record  # noqa: E402
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [3]]
@@ -110,3 +110,30 @@ def test_a_model_without_a_final_norm_is_named(llama):
     del llama.model.norm
     with pytest.raises(ValueError, match="LlamaForCausalLM"):
         HFExitModel(llama)
+
+
+def test_trace_cli_records_from_a_local_hf_folder(tmp_path, tiny_tokenizer):
+    """`eesim trace --hf PATH` on a saved tiny Llama whose vocabulary matches its tokenizer."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eesim.cli import app
+    from eesim.trace import read_trace
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=tiny_tokenizer.get_vocab_size(), hidden_size=32,
+                                      intermediate_size=64, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer).save_pretrained(
+        tmp_path / "hf")
+    out = CliRunner().invoke(app, ["trace", "--hf", str(tmp_path / "hf"), "--requests", "2",
+                                   "--max-new-tokens", "3", "--prompt-tokens", "8",
+                                   "--out", str(tmp_path / "t.parquet")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout.splitlines()[-1])["requests_by_task"] == {
+        "code": 2, "json": 2, "prose": 2}
+    trace = read_trace(tmp_path / "t.parquet")
+    assert trace.meta.n_layers == 3 and trace.meta.exit_layers == [1, 2, 3]
+    assert trace.meta.model_sha256 == safetensors_sha256(tmp_path / "hf")

@@ -118,10 +118,10 @@ def _read_config(path: Path) -> dict:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+    version = doc.get("format_version") if isinstance(doc, dict) else doc
+    if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: field 'format_version' is {doc.get('format_version') if isinstance(doc, dict) else doc!r}, "
-            f"expected {FORMAT_VERSION}")
+            f"{path}: field 'format_version' is {version!r}, expected {FORMAT_VERSION}")
     return doc
 
 

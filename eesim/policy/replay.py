@@ -113,3 +113,28 @@ def _stats(r: Replay, mask: np.ndarray) -> dict:
         "exit_checks_per_token": round(float(r.checks[mask].mean()), 4),
         "exit_depth": {int(i + 1): round(c / n, 5) for i, c in enumerate(depth) if c},
     }
+
+
+def oracle_exit_layers(trace: ExitTrace) -> np.ndarray:
+    """(tokens,) the first exit layer whose top-1 equals the full-depth top-1.
+
+    This is the depth an oracle controller could exit at without changing the output: the
+    model's own exit-depth distribution, before any confidence signal or threshold.
+    """
+    top1 = trace.matrix("top1")
+    agree = top1 == top1[:, -1:]
+    return np.asarray(trace.meta.exit_layers)[agree.argmax(axis=1)]
+
+
+def depth_distribution(trace: ExitTrace) -> dict:
+    """Oracle exit-depth statistics overall, by task and by token class (for docs and pages)."""
+    layers = oracle_exit_layers(trace)
+    tokens = trace.tokens()
+    n = trace.meta.n_layers
+    r = Replay(tokens, layers, trace.matrix("top1")[:, -1], np.zeros(len(layers), bool),
+               np.zeros(len(layers), int), n)
+    out = r.summary()
+    for part in [out, *out.get("by_task", {}).values(), *out.get("by_token_class", {}).values()]:
+        for key in ("quality_delta", "exit_checks_per_token"):
+            part.pop(key, None)
+    return out

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from eesim.model import Checkpoint, KVCache
+from eesim.model.signals import confidence_signals
 from eesim.trace.schema import ExitTrace, TraceMeta
 from eesim.trace.tokenclass import token_class
 
@@ -77,16 +78,6 @@ class RefExitModel:
             h = self.model.run_layers(h, i, i + 1, cache=self.cache, rows=rows, pos=pos)
             exits.append(h[:, -1])
         return self.model.exit_logits(torch.stack(exits, dim=1)).float()
-
-
-def confidence_signals(logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """top-1 id, max probability, entropy (nats) and top-1/top-2 margin over the last dim."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    probs = logp.exp()
-    top2 = probs.topk(2, dim=-1)
-    entropy = (-(probs * logp).sum(-1)).clamp_min(0.0)
-    margin = top2.values[..., 0] - top2.values[..., 1]
-    return top2.indices[..., 0], top2.values[..., 0], entropy, margin
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""The cost model: a profile's measured grid, interpolated, with honesty about extrapolation.
+
+Each term is a grid over (rows, query, context). Values are made non-decreasing along every axis
+(more rows, more query tokens or more context never cost less), then interpolated piecewise
+linearly in each axis. Outside the measured range, the last segment's slope continues and the
+point is counted as extrapolated; so are points that lean on grid cells the profiler skipped
+(filled by scaling the nearest measured cell linearly in tokens).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from eesim.model.config import ModelConfig
+from eesim.profile.format import Profile, ProfileError, read_profile
+
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
+
+
+class GridTerm:
+    """One cost term: a dense (rows, query, context) grid of seconds."""
+
+    def __init__(self, rows: np.ndarray, query: np.ndarray, context: np.ndarray,
+                 seconds: np.ndarray) -> None:
+        self.axes = [rows.astype(float), query.astype(float), context.astype(float)]
+        filled = np.isnan(seconds)
+        self.values = _monotone(_fill(seconds, self.axes))
+        self.filled = filled
+
+    @classmethod
+    def from_points(cls, points) -> GridTerm:
+        axes = [np.unique(points[c].to_numpy()) for c in ("rows", "query", "context")]
+        grid = np.full([len(a) for a in axes], np.nan)
+        idx = [np.searchsorted(a, points[c].to_numpy()) for a, c in
+               zip(axes, ("rows", "query", "context"), strict=True)]
+        grid[tuple(idx)] = points["median_s"].to_numpy()
+        return cls(*axes, grid)
+
+    def __call__(self, rows, query=1, context=0) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds at the given points (scalars or arrays) and whether each extrapolated."""
+        point = [np.asarray(v, dtype=float) for v in (rows, query, context)]
+        shape = np.broadcast_shapes(*(p.shape for p in point))
+        point = [np.broadcast_to(p, shape).ravel() for p in point]
+        lo_idx, weights, outside = [], [], np.zeros(point[0].shape, bool)
+        for axis, x in zip(self.axes, point, strict=True):
+            i, w, out = _bracket(axis, x)
+            lo_idx.append(i)
+            weights.append(w)
+            outside |= out
+        total = np.zeros(point[0].shape)
+        touched_filled = np.zeros(point[0].shape, bool)
+        for corner in range(8):
+            bits = [(corner >> k) & 1 for k in range(3)]
+            idx = tuple(np.minimum(lo_idx[k] + bits[k], len(self.axes[k]) - 1) for k in range(3))
+            w = np.prod([weights[k] if bits[k] else 1 - weights[k] for k in range(3)], axis=0)
+            total += w * self.values[idx]
+            touched_filled |= (w != 0) & self.filled[idx]
+        return np.maximum(total, 0.0).reshape(shape), (outside | touched_filled).reshape(shape)
+
+
+def _bracket(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index and weight of the upper neighbour (may leave [0, 1] when extrapolating)."""
+    if len(axis) == 1:
+        return np.zeros(x.shape, int), np.zeros(x.shape), x != axis[0]
+    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, len(axis) - 2)
+    w = (x - axis[i]) / (axis[i + 1] - axis[i])
+    outside = (x < axis[0]) | (x > axis[-1])
+    w = np.where(x < axis[0], 0.0, w)  # below the grid: hold the first value (never negative)
+    return i, w, outside
+
+
+def _fill(grid: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:
+    """Fill skipped cells by scaling the largest measured cell of the same (query, context)
+    linearly in rows, or failing that of the same (rows, context) linearly in query."""
+    out = grid.copy()
+    for qi in range(grid.shape[1]):
+        for ci in range(grid.shape[2]):
+            col = out[:, qi, ci]
+            known = np.flatnonzero(~np.isnan(col))
+            if len(known):
+                last = known[-1]
+                for ri in np.flatnonzero(np.isnan(col)):
+                    col[ri] = col[last] * axes[0][ri] / axes[0][last]
+    for ri in range(grid.shape[0]):
+        for ci in range(grid.shape[2]):
+            row = out[ri, :, ci]
+            known = np.flatnonzero(~np.isnan(row))
+            if len(known):
+                last = known[-1]
+                for qi in np.flatnonzero(np.isnan(row)):
+                    row[qi] = row[last] * axes[1][qi] / axes[1][last]
+    if np.isnan(out).any():
+        out = np.where(np.isnan(out), np.nanmax(out), out)
+    return out
+
+
+def _monotone(grid: np.ndarray) -> np.ndarray:
+    for axis in range(3):
+        grid = np.maximum.accumulate(grid, axis=axis)
+    return grid
+
+
+class CostModel:
+    """Seconds for every term a step plan can contain, read from one profile."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.meta = profile.meta
+        self.terms = {term: GridTerm.from_points(rows)
+                      for term, rows in profile.table.groupby("term")}
+        self.extrapolations: Counter[str] = Counter()
+
+    @classmethod
+    def load(cls, path: Path | str) -> CostModel:
+        return cls(read_profile(path))
+
+    @property
+    def label(self) -> str:
+        """How to name this profile wherever it is shown (analytic ones say so)."""
+        kind = "ANALYTIC (datasheet roofline)" if self.meta.kind == "analytic" else "measured"
+        return f"{self.meta.model_name} on {self.meta.device} [{kind}]"
+
+    def check_shape(self, cfg: ModelConfig, what: str = "model") -> None:
+        """Refuse to price a model whose shape differs from the profiled one."""
+        ours = self.meta.model
+        diff = [f"{f}: profile {getattr(ours, f)} vs {what} {getattr(cfg, f)}"
+                for f in SHAPE_FIELDS if getattr(ours, f) != getattr(cfg, f)]
+        if diff:
+            raise ProfileError(f"{self.profile.where}: made for model '{self.meta.model_name}' of "
+                               f"another shape than the {what} ({'; '.join(diff)})")
+
+    def cost(self, term: str, rows, query=1, context=0):
+        """Seconds for `term` at the point(s); extrapolated points are counted per term."""
+        if term not in self.terms:
+            raise ProfileError(f"{self.profile.where}: has no term '{term}' "
+                               f"(it holds {sorted(self.terms)})")
+        seconds, extrapolated = self.terms[term](rows, query, context)
+        if extrapolated.any():
+            self.extrapolations[term] += int(extrapolated.sum())
+        return float(seconds) if seconds.ndim == 0 else seconds
+
+    @property
+    def extrapolated(self) -> bool:
+        return bool(self.extrapolations)

@@ -1,0 +1,222 @@
+"""On-device microbenchmarks of everything a decoding step of any strategy pays.
+
+    eesim profile --model ref --quick --out profiles/cpu/ref-quick.parquet
+
+Each point: explicit warm-up calls (excluded), then torch.utils.benchmark's blocked_autorange,
+which synchronises CUDA around every block; we keep the median and the interquartile range.
+Shape-only models get random non-zero weights in the profile's dtype; large ones instantiate a
+few layers only (a layer's cost does not depend on how many others exist) and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch.utils import benchmark
+
+from eesim.model import EarlyExitLM, KVCache, ModelConfig
+from eesim.model.presets import model_shape
+from eesim.model.signals import confidence_signals
+from eesim.profile.env import environment, nvml_used_bytes, resolve_device
+from eesim.profile.format import Profile, ProfileMeta
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The shapes measured; layer points beyond `cpu_work_cap` MACs per call are skipped on CPU."""
+
+    rows: tuple[int, ...]
+    query: tuple[int, ...]      # 1 = decode, k+1 = verify, larger = prefill / catch-up chunks
+    context: tuple[int, ...]
+    min_run_time: float         # seconds of timing per point (blocked_autorange)
+    cpu_work_cap: float = 6e9
+
+    def layer_points(self, cfg: ModelConfig, on_cpu: bool) -> list[tuple[int, int, int]]:
+        per_token = layer_params(cfg)
+        return [(r, q, c) for r in self.rows for q in self.query for c in self.context
+                if c + q <= cfg.max_seq_len and not (on_cpu and r * q * per_token > self.cpu_work_cap)]
+
+
+QUICK = Grid(rows=(1, 4, 16), query=(1, 4, 64), context=(0, 128, 512), min_run_time=0.02)
+DEFAULT = Grid(rows=(1, 2, 4, 8, 16, 32), query=(1, 2, 4, 8, 32, 128),
+               context=(0, 64, 256, 512, 768), min_run_time=0.05)
+CUDA = Grid(rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), query=(1, 2, 4, 8, 32, 128, 512),
+            context=(0, 128, 512, 1024, 2048, 4096), min_run_time=0.03)
+KV_FILL_CONTEXT = 128
+
+
+def layer_params(cfg: ModelConfig) -> int:
+    """Weights of one decoder layer (attention + MLP + norms)."""
+    attn = cfg.dim * cfg.n_heads * cfg.head_dim * 2 + cfg.dim * 2 * cfg.n_kv_heads * cfg.head_dim
+    return attn + 3 * cfg.dim * cfg.ffn_dim + 2 * cfg.dim
+
+
+def model_params(cfg: ModelConfig) -> int:
+    heads = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
+    return cfg.n_layers * layer_params(cfg) + heads + cfg.dim
+
+
+def time_point(fn: Callable[[], object], min_run_time: float, warmup: int = 3) -> tuple[float, float, int]:
+    """(median seconds, interquartile range, timed runs) of fn, warm-up excluded."""
+    for _ in range(warmup):
+        fn()
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn},
+                        num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
+    return float(m.median), float(m.iqr), len(m.times) * m.number_per_run
+
+
+class Rig:
+    """The model pieces a profile times, built once on the device in the profile's dtype."""
+
+    def __init__(self, name: str, device: torch.device, dtype: torch.dtype, max_layers: int) -> None:
+        self.name, self.device, self.dtype = name, device, dtype
+        self.cfg = model_shape(name)
+        self.notes: list[str] = []
+        self.sha256 = ""
+        if name == "ref":
+            from eesim.model import load_checkpoint
+
+            ckpt = load_checkpoint(device=str(device), dtype=dtype)
+            self.model, self.sha256 = ckpt.model, ckpt.sha256
+        else:
+            layers = min(max_layers, self.cfg.n_layers)
+            torch.manual_seed(0)
+            with torch.device(device):
+                self.model = EarlyExitLM(self.cfg.model_copy(update={"n_layers": layers}))
+            self.model.to(dtype).eval()
+            if layers < self.cfg.n_layers:
+                self.notes.append(f"instantiated {layers} of {self.cfg.n_layers} layers "
+                                  f"(random weights); a layer's cost is per layer")
+        self.layers = self.model.cfg.n_layers
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device, dtype=self.dtype)
+
+    def cache(self, rows: int, length: int) -> KVCache:
+        return KVCache(self.model.cfg, rows, length, dtype=self.dtype, device=self.device)
+
+
+def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
+    """The per-row terms at a row count, each a closure over prepared inputs."""
+    m, c, v = rig.model, rig.cfg.dim, rig.cfg.vocab_size
+    h = rig.randn(rows, 1, c)
+    h2 = rig.randn(2 * rows, 1, c)
+    logits = rig.randn(rows, v).float()
+    probs = torch.rand(rows, device=rig.device)
+    active = torch.arange(2 * rows, device=rig.device) % 2 == 0
+    depth = torch.randint(1, rig.cfg.n_layers + 1, (rows,), device=rig.device)
+    keep = probs > 0.5
+    tokens = torch.randint(0, v, (rows, 1), device=rig.device)
+    cache = rig.cache(rows, KV_FILL_CONTEXT + 1)
+
+    def regroup():
+        order = torch.argsort(depth, stable=True)
+        counts = torch.unique_consecutive(depth[order], return_counts=True)[1].tolist()
+        return h.index_select(0, order).split(counts)
+
+    return {
+        "exit_head": lambda: confidence_signals(m.exit_logits(h)),
+        "final_head": lambda: m.exit_logits(h).argmax(-1),
+        "embed": lambda: m.embed(tokens),
+        "sample": lambda: torch.multinomial(torch.softmax(logits, -1), 1),
+        "host_sync": lambda: (probs > 0.5).tolist(),
+        "compact": lambda: h2.index_select(0, active.nonzero().squeeze(1)),
+        "regroup": regroup,
+        "mask": lambda: torch.where(keep[:, None, None], h, h),
+        "kv_fill": lambda: m.fill_kv(h, 0, 1, cache, pos=KV_FILL_CONTEXT),
+    }
+
+
+def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Time every term over the grid; one row per point."""
+    records = []
+    points = grid.layer_points(rig.cfg, rig.device.type == "cpu")
+    with torch.inference_mode():
+        for rows, query, context in points:
+            cache = rig.cache(rows, context + query)
+            h = rig.randn(rows, query, rig.cfg.dim)
+            fn = lambda h=h, cache=cache, context=context: rig.model.run_layers(  # noqa: E731
+                h, 0, 1, cache=cache, pos=context)
+            records.append(("layer", rows, query, context, *time_point(fn, grid.min_run_time)))
+            if on_point:
+                on_point("layer")
+        for rows in grid.rows:
+            for term, fn in point_functions(rig, rows).items():
+                ctx = KV_FILL_CONTEXT if term == "kv_fill" else 0
+                records.append((term, rows, 1, ctx, *time_point(fn, grid.min_run_time)))
+                if on_point:
+                    on_point(term)
+    return pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s",
+                                          "iqr_s", "runs"])
+
+
+def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:
+    return len(grid.layer_points(rig_cfg, on_cpu)) + len(grid.rows) * 9
+
+
+def memory_facts_from_shape(cfg: ModelConfig, size: int) -> dict:
+    """Byte counts that follow from the shape and the element size alone."""
+    head = (cfg.vocab_size * cfg.dim + cfg.dim) * size
+    return {
+        "weights_bytes": model_params(cfg) * size,
+        "layer_weights_bytes": layer_params(cfg) * size,
+        "shared_exit_head_extra_bytes": 0,
+        "per_exit_heads_bytes": (cfg.n_layers - 1) * head,
+        "exit_head_bytes_read": head,
+        "kv_bytes_per_token_per_layer": 2 * cfg.n_kv_heads * cfg.head_dim * size,
+        "activation_bytes_per_token": (4 * cfg.dim + 2 * cfg.ffn_dim) * size,
+        "logits_bytes_per_row": cfg.vocab_size * 4,
+    }
+
+
+def memory_facts(rig: Rig, baseline_rss: int) -> dict:
+    """Byte counts from the shape, the device's capacity and this process's measured peak."""
+    facts = memory_facts_from_shape(rig.cfg, torch.finfo(rig.dtype).bits // 8)
+    if rig.device.type == "cuda":
+        facts["device_memory_bytes"] = int(torch.cuda.get_device_properties(rig.device).total_memory)
+        facts["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(rig.device))
+        facts["nvml_used_bytes"] = nvml_used_bytes(rig.device.index or 0)
+    else:  # ru_maxrss is in KiB on Linux
+        facts["device_memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        facts["peak_rss_over_baseline_bytes"] = max(0, _rss_peak() - baseline_rss)
+    return facts
+
+
+def _rss_peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_profile(name: str, device: str = "auto", quick: bool = False, dtype: str | None = None,
+                max_layers: int = 2, on_start: Callable[[int], None] | None = None,
+                on_point: Callable[[str], None] | None = None) -> Profile:
+    """Profile model `name` on `device`; the result carries its environment."""
+    started = time.time()
+    dev = resolve_device(device)
+    default_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    torch_dtype = getattr(torch, dtype) if dtype else default_dtype
+    baseline = _rss_peak()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rig = Rig(name, dev, torch_dtype, max_layers)
+    grid = QUICK if quick else CUDA if dev.type == "cuda" else DEFAULT
+    if on_start:
+        on_start(point_count(rig.cfg, grid, dev.type == "cpu"))
+    table = measure(rig, grid, on_point)
+    skipped = len(DEFAULT.layer_points(rig.cfg, False)) - len(grid.layer_points(rig.cfg, dev.type == "cpu"))
+    notes = list(rig.notes)
+    if dev.type == "cpu" and skipped and not quick:
+        notes.append(f"{skipped} layer points above {grid.cpu_work_cap:.0e} MACs per call skipped on CPU "
+                     "(the cost model extrapolates there and says so)")
+    meta = ProfileMeta(kind="measured", device=environment(dev, torch_dtype)["device_name"],
+                       device_type=dev.type, model_name=name, model=rig.cfg,
+                       model_sha256=rig.sha256, dtype=str(torch_dtype).removeprefix("torch."),
+                       layers_measured=rig.layers, memory=memory_facts(rig, baseline),
+                       env=environment(dev, torch_dtype), notes=notes, quick=quick,
+                       seconds=round(time.time() - started, 1))
+    return Profile(table, meta, f"profile of {name}")

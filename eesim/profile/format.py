@@ -1,0 +1,153 @@
+"""Profile files: measured (or analytic) step costs of one model on one device, versioned.
+
+A Parquet table with one row per measured point, `term` naming the cost (see TERMS), `rows`,
+`query` and `context` its shape, `median_s` and `iqr_s` the time, `runs` the timed repetitions;
+plus JSON metadata under the key `eesim` (ProfileMeta).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+import eesim
+from eesim.model.config import ModelConfig
+
+FORMAT_VERSION = 1
+META_KEY = b"eesim"
+TERMS = {
+    "layer": "one decoder layer on (rows, query tokens each, context cached before them)",
+    "exit_head": "shared exit head on rows: final norm, LM head, softmax max, entropy, top-2 margin",
+    "final_head": "final norm + LM head + argmax on rows",
+    "embed": "token embedding lookup for rows",
+    "sample": "softmax + multinomial sampling over the vocabulary for rows",
+    "host_sync": "device-to-host copy of a per-row exit decision (the stall an exit needs)",
+    "compact": "gather the active rows' hidden states and index bookkeeping",
+    "regroup": "sort rows by expected depth and gather them into sub-batches",
+    "mask": "torch.where over rows (running a layer masked instead of on a subset)",
+    "kv_fill": "K/V projections of one skipped layer written into the cache, for rows",
+}
+COLUMNS = {"term": "string", "rows": "int32", "query": "int32", "context": "int32",
+           "median_s": "float64", "iqr_s": "float64", "runs": "int32"}
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used as asked; the message names the file, field and value."""
+
+
+class ProfileMeta(BaseModel):
+    """What a profile measured, on what, and how."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["measured", "analytic"]
+    device: str = Field(description="Device name (GPU or CPU model), or the analytic hardware.")
+    device_type: str = Field(description="cpu, cuda, or analytic")
+    model_name: str
+    model: ModelConfig
+    model_sha256: str = Field("", description="Checkpoint identity; empty for shape-only models.")
+    dtype: str
+    layers_measured: int = Field(description="Layers instantiated; a layer's cost is per layer.")
+    memory: dict = Field(default_factory=dict, description="Byte counts (see docs/formats.md).")
+    env: dict = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    quick: bool = False
+    seconds: float = 0.0
+    eesim_version: str = eesim.__version__
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+@dataclass
+class Profile:
+    table: pd.DataFrame
+    meta: ProfileMeta
+    where: str = "profile"
+
+    def __post_init__(self) -> None:
+        missing = [c for c in COLUMNS if c not in self.table]
+        if missing:
+            raise ProfileError(f"{self.where}: missing column(s) {missing}")
+        unknown = sorted(set(self.table["term"]) - set(TERMS))
+        if unknown:
+            raise ProfileError(f"{self.where}: column 'term' has unknown terms {unknown}")
+        bad = self.table[(self.table["median_s"] < 0) | self.table["median_s"].isna()]
+        if len(bad):
+            row = bad.index[0]
+            raise ProfileError(f"{self.where}: column 'median_s' row {row} is "
+                               f"{float(self.table['median_s'].iloc[row])!r}, must be a time >= 0")
+        self.table = self.table.astype(COLUMNS).sort_values(
+            ["term", "rows", "query", "context"], kind="stable").reset_index(drop=True)
+
+    @property
+    def terms(self) -> list[str]:
+        return sorted(set(self.table["term"]))
+
+    def summary(self) -> dict:
+        """What `eesim profile show --json` prints."""
+        per_term = {}
+        for term, rows in self.table.groupby("term"):
+            per_term[term] = {
+                "points": len(rows),
+                "rows": sorted(int(x) for x in rows["rows"].unique()),
+                "query": sorted(int(x) for x in rows["query"].unique()),
+                "context": sorted(int(x) for x in rows["context"].unique()),
+                "median_s": {"min": float(rows["median_s"].min()),
+                             "max": float(rows["median_s"].max())},
+            }
+        return {"kind": self.meta.kind, "device": self.meta.device,
+                "device_type": self.meta.device_type, "model": self.meta.model_name,
+                "model_shape": self.meta.model.model_dump(), "model_sha256": self.meta.model_sha256,
+                "dtype": self.meta.dtype, "layers_measured": self.meta.layers_measured,
+                "terms": self.terms, "by_term": per_term, "memory": self.meta.memory,
+                "env": self.meta.env, "notes": self.meta.notes, "quick": self.meta.quick,
+                "seconds": self.meta.seconds, "created": self.meta.created}
+
+
+def write_profile(profile: Profile, path: Path) -> None:
+    """Parquet (zstd) with metadata, written to a temporary file and renamed."""
+    path = Path(path)
+    arrow = pa.Table.from_pandas(profile.table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({META_KEY: profile.meta.model_dump_json().encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(arrow, tmp, compression="zstd")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_profile(path: Path | str) -> Profile:
+    """Load a profile; a missing, unreadable or foreign file raises ProfileError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise ProfileError(f"{path}: no such profile file")
+    try:
+        arrow = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ProfileError(f"{path}: not a readable Parquet file ({exc})") from exc
+    raw = (arrow.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ProfileError(f"{path}: no eesim profile metadata")
+    try:
+        meta = ProfileMeta.model_validate(json.loads(raw))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"{path}: invalid profile metadata: {exc}") from exc
+    if meta.format_version != FORMAT_VERSION:
+        raise ProfileError(f"{path}: field 'format_version' is {meta.format_version}, "
+                           f"this eesim reads {FORMAT_VERSION}")
+    return Profile(arrow.to_pandas(), meta, str(path))
