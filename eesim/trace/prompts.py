@@ -2,7 +2,9 @@
 
 prose and code: a window of `prompt_tokens` tokens starting at a seeded offset inside a held-out
 document. json: the first lines of a held-out record (its opening brace and first field or two),
-so that the model has to finish the record and the result can be parsed.
+so that the model has to finish the record and the result can be parsed. Prompts never end in
+a newline: byte-level BPE merges a newline with the indentation after it, so a prompt cut after
+"\n" ends on a token the model only ever saw before a closing brace.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ def heldout_prompts(heldout: Path, tokenizer, tasks: list[str], per_task: int,
 
 
 def _prompt_text(doc: Document, tokenizer, prompt_tokens: int, rng: random.Random) -> str:
-    if doc.task == "json":
-        lines = doc.text.splitlines(keepends=True)
-        return "".join(lines[: 1 + rng.randint(1, 2)])
+    if doc.task == "json":  # the opening brace and a field or two; no trailing newline, since
+        lines = doc.text.splitlines(keepends=True)  # BPE merges "\n" with the next indent
+        return "".join(lines[: 1 + rng.randint(1, 2)]).rstrip("\n")
     ids = tokenizer.encode(doc.text).ids
     start = rng.randrange(0, max(1, len(ids) - prompt_tokens))
     text = tokenizer.decode(ids[start : start + prompt_tokens])

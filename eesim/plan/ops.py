@@ -1,0 +1,78 @@
+"""Step-plan operations: what one decoding step of a strategy does, with its shapes.
+
+A plan describes K steps at once (K = 1 in the engine, many in the simulator's bulk stepping):
+every row set is a (K, R) boolean mask over the batch's R rows, so the simulator prices K steps
+with one array operation and the engine reads the row indices of its single step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    """Look up the embeddings of the rows' input tokens."""
+
+    rows: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Layers:
+    """Run layers start..end-1 (0-based) on rows, `query` tokens per row."""
+
+    start: int
+    end: int
+    rows: np.ndarray
+    query: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExitCheck:
+    """Apply the shared exit head after `layer` and compute the confidence signals on rows."""
+
+    layer: int
+    rows: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class HostSync:
+    """Copy exit decisions to the host (a stall on accelerators), in the steps marked."""
+
+    steps: np.ndarray  # (K,)
+
+
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """Gather the rows that stay into a dense batch (hidden states and row bookkeeping)."""
+
+    rows: np.ndarray  # rows kept; priced only in steps where some row left
+
+
+@dataclass(frozen=True, slots=True)
+class KVFill:
+    """Write K/V of layers start..end-1 for rows from their exit state (CALM propagation)."""
+
+    start: int
+    end: int
+    rows: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Regroup:
+    """Sort rows by expected depth and split them into sub-batches."""
+
+    rows: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class FinalHead:
+    """Final norm + LM head + token choice on rows, for `query` positions each."""
+
+    rows: np.ndarray
+    query: int = 1
+
+
+Op = Embed | Layers | ExitCheck | HostSync | Compact | KVFill | Regroup | FinalHead

@@ -1,0 +1,60 @@
+"""A real (tiny) CPU profile: every term measured, environment recorded, usable by the cost model."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from eesim.cli import app
+from eesim.costmodel import CostModel
+from eesim.model.presets import model_shape
+from eesim.profile.format import ProfileError, read_profile
+
+TINY_HF = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 1024}
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("profile")
+    (folder / "config.json").write_text(json.dumps(TINY_HF))
+    out = CliRunner().invoke(app, ["profile", "--model", f"hf:{folder / 'config.json'}", "--quick",
+                                   "--device", "cpu", "--out", str(folder / "p.parquet")])
+    assert out.exit_code == 0, out.output
+    return folder / "p.parquet"
+
+
+def test_profile_show_lists_the_terms_and_environment(tiny_profile):
+    out = CliRunner().invoke(app, ["profile", "show", str(tiny_profile), "--json"])
+    doc = json.loads(out.stdout)
+    assert doc["kind"] == "measured" and doc["device_type"] == "cpu"
+    assert {"layer", "exit_head", "host_sync", "compact", "kv_fill", "regroup", "mask",
+            "final_head", "embed", "sample"} <= set(doc["terms"])
+    assert doc["env"]["torch"] and doc["env"]["nvml"] is None and doc["env"]["threads"] >= 1
+    assert doc["memory"]["kv_bytes_per_token_per_layer"] == 2 * 2 * 16 * 4
+    assert doc["by_term"]["layer"]["query"] == [1, 4, 64]
+
+
+def test_measured_costs_grow_with_work(tiny_profile):
+    model = CostModel(read_profile(tiny_profile))
+    assert model.cost("layer", 16, 64, 512) > model.cost("layer", 1, 1, 0)
+    assert model.cost("exit_head", 16) > 0 and not model.extrapolated
+    model.cost("layer", 64, 1, 0)
+    assert model.extrapolations["layer"] == 1
+
+
+def test_profile_for_another_shape_is_refused(tiny_profile):
+    with pytest.raises(ProfileError, match="another shape"):
+        CostModel(read_profile(tiny_profile)).check_shape(model_shape("llama-2-7b"))
+
+
+def test_bad_requests_fail_with_one_clear_line(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(app, ["profile", "--model", "gpt-5", "--out", str(tmp_path / "x.parquet")])
+    assert out.exit_code == 2 and "unknown model 'gpt-5'" in out.output
+    out = runner.invoke(app, ["profile", "--analytic", "tpu-v9", "--model", "llama-3-8b",
+                              "--out", str(tmp_path / "x.parquet")])
+    assert out.exit_code == 2 and "unknown hardware 'tpu-v9'" in out.output
+    out = runner.invoke(app, ["profile", "--device", "cuda", "--out", str(tmp_path / "x.parquet")])
+    assert out.exit_code == 2 and "no CUDA device" in out.output
+    assert not (tmp_path / "x.parquet").exists()
