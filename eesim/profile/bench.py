@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils import benchmark
@@ -34,7 +35,8 @@ class Grid:
     rows: tuple[int, ...]
     query: tuple[int, ...]      # 1 = decode, k+1 = verify, larger = prefill / catch-up chunks
     context: tuple[int, ...]
-    min_run_time: float         # seconds of timing per point (blocked_autorange)
+    min_run_time: float         # seconds of timing per point and round (blocked_autorange)
+    rounds: int = 3             # passes over all points; a point keeps its median over rounds
     cpu_work_cap: float = 6e9
 
     def layer_points(self, cfg: ModelConfig, on_cpu: bool) -> list[tuple[int, int, int]]:
@@ -43,9 +45,10 @@ class Grid:
                 if c + q <= cfg.max_seq_len and not (on_cpu and r * q * per_token > self.cpu_work_cap)]
 
 
-QUICK = Grid(rows=(1, 4, 16), query=(1, 4, 64), context=(0, 128, 512), min_run_time=0.02)
-DEFAULT = Grid(rows=(1, 2, 4, 8, 16, 32), query=(1, 2, 4, 8, 32, 128),
-               context=(0, 64, 256, 512, 768), min_run_time=0.05)
+QUICK = Grid(rows=(1, 4, 16), query=(1, 4, 64), context=(0, 128, 512), min_run_time=0.02,
+             rounds=1)
+DEFAULT = Grid(rows=(1, 2, 4, 8, 16, 32, 64), query=(1, 2, 4, 8, 16, 32, 128),
+               context=(0, 64, 128, 256, 512, 768), min_run_time=0.05)
 CUDA = Grid(rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), query=(1, 2, 4, 8, 32, 128, 512),
             context=(0, 128, 512, 1024, 2048, 4096), min_run_time=0.03)
 KV_FILL_CONTEXT = 128
@@ -102,6 +105,10 @@ class Rig:
         return KVCache(self.model.cfg, rows, length, dtype=self.dtype, device=self.device)
 
 
+PER_ROW_TERMS = ("exit_head", "final_head", "embed", "sample", "host_sync", "compact", "regroup",
+                 "mask", "kv_fill")
+
+
 def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
     """The per-row terms at a row count, each a closure over prepared inputs."""
     m, c, v = rig.model, rig.cfg.dim, rig.cfg.vocab_size
@@ -133,31 +140,44 @@ def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
     }
 
 
+def layer_function(rig: Rig, rows: int, query: int, context: int) -> Callable[[], object]:
+    """One layer on `rows` rows of `query` tokens each, after `context` cached tokens."""
+    cache = rig.cache(rows, context + query)
+    h = rig.randn(rows, query, rig.cfg.dim)
+    return lambda: rig.model.run_layers(h, 0, 1, cache=cache, pos=context)
+
+
 def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Time every term over the grid; one row per point."""
-    records = []
-    points = grid.layer_points(rig.cfg, rig.device.type == "cpu")
+    """Time every term over the grid, in `grid.rounds` passes over all points.
+
+    Each point's value is the median over rounds of its blocked_autorange median, so a slow
+    spell of the machine (another tenant, a clock change) touches one round, not one point's
+    every sample. Inputs are built before each timing and dropped after it.
+    """
+    points = [("layer", r, q, c) for r, q, c in grid.layer_points(rig.cfg, rig.device.type == "cpu")]
+    points += [(term, r, 1, KV_FILL_CONTEXT if term == "kv_fill" else 0)
+               for r in grid.rows for term in PER_ROW_TERMS]
+    samples: dict[tuple, list[tuple[float, float, int]]] = {p: [] for p in points}
     with torch.inference_mode():
-        for rows, query, context in points:
-            cache = rig.cache(rows, context + query)
-            h = rig.randn(rows, query, rig.cfg.dim)
-            fn = lambda h=h, cache=cache, context=context: rig.model.run_layers(  # noqa: E731
-                h, 0, 1, cache=cache, pos=context)
-            records.append(("layer", rows, query, context, *time_point(fn, grid.min_run_time)))
-            if on_point:
-                on_point("layer")
-        for rows in grid.rows:
-            for term, fn in point_functions(rig, rows).items():
-                ctx = KV_FILL_CONTEXT if term == "kv_fill" else 0
-                records.append((term, rows, 1, ctx, *time_point(fn, grid.min_run_time)))
+        for _ in range(grid.rounds):
+            for term, rows, query, context in points:
+                fn = (layer_function(rig, rows, query, context) if term == "layer"
+                      else point_functions(rig, rows)[term])
+                samples[(term, rows, query, context)].append(time_point(fn, grid.min_run_time))
                 if on_point:
                     on_point(term)
+    records = []
+    for point, runs in samples.items():
+        medians = np.array([m for m, _, _ in runs])
+        records.append((*point, float(np.median(medians)), float(np.median([i for _, i, _ in runs])),
+                        sum(n for _, _, n in runs)))
     return pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s",
                                           "iqr_s", "runs"])
 
 
 def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:
-    return len(grid.layer_points(rig_cfg, on_cpu)) + len(grid.rows) * 9
+    """Timings a profile will take (points x rounds), for the progress bar."""
+    return (len(grid.layer_points(rig_cfg, on_cpu)) + len(grid.rows) * len(PER_ROW_TERMS)) * grid.rounds
 
 
 def memory_facts_from_shape(cfg: ModelConfig, size: int) -> dict:

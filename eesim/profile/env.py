@@ -104,7 +104,8 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
     """Everything needed to know where and how numbers were taken."""
     env = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else cpu_name()).strip(),
         "nvml": nvml_facts(device.index or 0) if device.type == "cuda" else None,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
