@@ -7,24 +7,19 @@ plus JSON metadata under the key `eesim` (ProfileMeta).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import eesim
+from eesim.io import read_parquet_with_meta, write_parquet_atomic
 from eesim.model.config import ModelConfig
 
 FORMAT_VERSION = 1
-META_KEY = b"eesim"
 TERMS = {
     "layer": "one decoder layer on (rows, query tokens each, context cached before them)",
     "exit_head": "shared exit head on rows: final norm, LM head, softmax max, entropy, top-2 margin",
@@ -116,38 +111,18 @@ class Profile:
 
 def write_profile(profile: Profile, path: Path) -> None:
     """Parquet (zstd) with metadata, written to a temporary file and renamed."""
-    path = Path(path)
-    arrow = pa.Table.from_pandas(profile.table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({META_KEY: profile.meta.model_dump_json().encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(arrow, tmp, compression="zstd")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_parquet_atomic(profile.table, Path(path), profile.meta.model_dump_json())
 
 
 def read_profile(path: Path | str) -> Profile:
     """Load a profile; a missing, unreadable or foreign file raises ProfileError naming it."""
     path = Path(path)
-    if not path.exists():
-        raise ProfileError(f"{path}: no such profile file")
+    table, raw = read_parquet_with_meta(path, ProfileError, "profile")
     try:
-        arrow = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ProfileError(f"{path}: not a readable Parquet file ({exc})") from exc
-    raw = (arrow.schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise ProfileError(f"{path}: no eesim profile metadata")
-    try:
-        meta = ProfileMeta.model_validate(json.loads(raw))
-    except (ValidationError, json.JSONDecodeError) as exc:
+        meta = ProfileMeta.model_validate(raw)
+    except ValidationError as exc:
         raise ProfileError(f"{path}: invalid profile metadata: {exc}") from exc
     if meta.format_version != FORMAT_VERSION:
         raise ProfileError(f"{path}: field 'format_version' is {meta.format_version}, "
                            f"this eesim reads {FORMAT_VERSION}")
-    return Profile(arrow.to_pandas(), meta, str(path))
+    return Profile(table, meta, str(path))

@@ -12,9 +12,6 @@ Three kinds share one file layout (a Parquet table plus JSON metadata under the 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +19,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 import eesim
+from eesim.io import read_parquet_with_meta, write_parquet_atomic
 
 SCHEMA_VERSION = 1
-META_KEY = b"eesim"
 Kind = Literal["full", "exits", "accept"]
 
 # column -> (numpy kind, required) per trace kind; "S" marks strings.
@@ -120,43 +115,21 @@ class ExitTrace:
 
 def write_trace(trace: ExitTrace, path: Path) -> None:
     """Write Parquet (zstd, narrow dtypes, categorical strings) atomically."""
-    path = Path(path)
-    table = _narrow(trace.table)
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata(
-        {**(arrow.schema.metadata or {}), META_KEY: trace.meta.model_dump_json().encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(arrow, tmp, compression="zstd")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_parquet_atomic(_narrow(trace.table), Path(path), trace.meta.model_dump_json())
 
 
 def read_trace(path: Path | str) -> ExitTrace:
     """Load and validate a trace file; every problem raises TraceError naming what is wrong."""
     path = Path(path)
-    if not path.exists():
-        raise TraceError(f"{path}: no such trace file")
+    table, raw = read_parquet_with_meta(path, TraceError, "trace")
     try:
-        arrow = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise TraceError(f"{path}: not a readable Parquet file ({exc})") from exc
-    raw = (arrow.schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise TraceError(f"{path}: no eesim metadata (was it written by eesim or an importer?)")
-    try:
-        meta = TraceMeta.model_validate(json.loads(raw))
+        meta = TraceMeta.model_validate(raw)
     except ValueError as exc:
         raise TraceError(f"{path}: invalid metadata: {exc}") from exc
     if meta.schema_version != SCHEMA_VERSION:
         raise TraceError(f"{path}: metadata field 'schema_version' is {meta.schema_version}, "
                          f"this eesim reads {SCHEMA_VERSION}")
-    return ExitTrace(arrow.to_pandas(), meta, str(path))
+    return ExitTrace(table, meta, str(path))
 
 
 def validate(table: pd.DataFrame, meta: TraceMeta, where: str) -> pd.DataFrame:
