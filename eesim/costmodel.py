@@ -29,6 +29,12 @@ class GridTerm:
         filled = np.isnan(seconds)
         self.values = _monotone(_fill(seconds, self.axes))
         self.filled = filled
+        self._flat, self._flat_filled = self.values.ravel(), filled.ravel()
+        dims = self.values.shape
+        self._strides = (dims[1] * dims[2], dims[2], 1)
+        step = [s if d > 1 else 0 for s, d in zip(self._strides, dims, strict=True)]
+        self._corners = np.array([a * step[0] + b * step[1] + c * step[2]
+                                  for a in (0, 1) for b in (0, 1) for c in (0, 1)])
 
     @classmethod
     def from_points(cls, points) -> GridTerm:
@@ -41,30 +47,28 @@ class GridTerm:
 
     def __call__(self, rows, query=1, context=0) -> tuple[np.ndarray, np.ndarray]:
         """Seconds at the given points (scalars or arrays) and whether each extrapolated."""
-        point = [np.asarray(v, dtype=float) for v in (rows, query, context)]
-        shape = np.broadcast_shapes(*(p.shape for p in point))
-        point = [np.broadcast_to(p, shape).ravel() for p in point]
-        lo_idx, weights, outside = [], [], np.zeros(point[0].shape, bool)
-        for axis, x in zip(self.axes, point, strict=True):
-            i, w, out = _bracket(axis, x)
-            lo_idx.append(i)
-            weights.append(w)
+        point = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (rows, query, context)))
+        shape = point[0].shape
+        base = np.zeros(point[0].size, np.int64)
+        weights, outside = [], np.zeros(point[0].size, bool)
+        for axis, stride, x in zip(self.axes, self._strides, point, strict=True):
+            i, w, out = _bracket(axis, x.ravel())
+            base += i * stride
+            weights.append(np.stack([1 - w, w]))              # (2, n): lower, upper neighbour
             outside |= out
-        total = np.zeros(point[0].shape)
-        touched_filled = np.zeros(point[0].shape, bool)
-        for corner in range(8):
-            bits = [(corner >> k) & 1 for k in range(3)]
-            idx = tuple(np.minimum(lo_idx[k] + bits[k], len(self.axes[k]) - 1) for k in range(3))
-            w = np.prod([weights[k] if bits[k] else 1 - weights[k] for k in range(3)], axis=0)
-            total += w * self.values[idx]
-            touched_filled |= (w != 0) & self.filled[idx]
-        return np.maximum(total, 0.0).reshape(shape), (outside | touched_filled).reshape(shape)
+        corner_w = (weights[0][:, None, None] * weights[1][None, :, None]
+                    * weights[2][None, None, :]).reshape(8, -1)
+        idx = base[None, :] + self._corners[:, None]          # (8, n) flat indices
+        total = (corner_w * self._flat[idx]).sum(axis=0)
+        touched = ((corner_w != 0) & self._flat_filled[idx]).any(axis=0)
+        return np.maximum(total, 0.0).reshape(shape), (outside | touched).reshape(shape)
 
 
 def _bracket(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower index and weight of the upper neighbour (may leave [0, 1] when extrapolating)."""
+    """Lower index and weight of the upper neighbour (may leave [0, 1] when extrapolating).
+    A term measured at a single value of an axis does not depend on it: held constant."""
     if len(axis) == 1:
-        return np.zeros(x.shape, int), np.zeros(x.shape), x != axis[0]
+        return np.zeros(x.shape, int), np.zeros(x.shape), np.zeros(x.shape, bool)
     i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, len(axis) - 2)
     w = (x - axis[i]) / (axis[i + 1] - axis[i])
     outside = (x < axis[0]) | (x > axis[-1])

@@ -21,27 +21,32 @@ class Embed:
 
 @dataclass(frozen=True, slots=True)
 class Layers:
-    """Run layers start..end-1 (0-based) on rows, `query` tokens per row."""
+    """Run layers start..end-1 (0-based) on rows, `query` tokens per row (an int, or a (K, R)
+    array when rows verify different numbers of drafts)."""
 
     start: int
     end: int
     rows: np.ndarray
-    query: int = 1
+    query: int | np.ndarray = 1
 
 
 @dataclass(frozen=True, slots=True)
 class ExitCheck:
-    """Apply the shared exit head after `layer` and compute the confidence signals on rows."""
+    """Apply the shared exit head and compute the confidence signals on rows, after `count`
+    consecutive layers ending at `layer` (count > 1 when no row passed at the earlier ones)."""
 
     layer: int
     rows: np.ndarray
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class HostSync:
-    """Copy exit decisions to the host (a stall on accelerators), in the steps marked."""
+    """Copy exit decisions to the host (a stall on accelerators), `count` times in the steps
+    marked."""
 
     steps: np.ndarray  # (K,)
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,7 @@ class FinalHead:
     """Final norm + LM head + token choice on rows, for `query` positions each."""
 
     rows: np.ndarray
-    query: int = 1
+    query: int | np.ndarray = 1
 
 
 Op = Embed | Layers | ExitCheck | HostSync | Compact | KVFill | Regroup | FinalHead

@@ -73,16 +73,32 @@ def replay(policy: ExitPolicy, trace: ExitTrace, *, check_model: bool = True) ->
                   thresholds_per_token(tokens, policy))
 
 
-def decide(policy: ExitPolicy, trace: ExitTrace, tokens: pd.DataFrame, signal: np.ndarray,
-           threshold: np.ndarray) -> Replay:
-    """Exit at the first allowed exit whose oriented signal >= the token's threshold."""
+def pass_matrix(policy: ExitPolicy, trace, signal: np.ndarray,
+                threshold: np.ndarray) -> np.ndarray:
+    """(tokens, exits): whether an exit check at each exit would let the token leave."""
     layers = np.asarray(trace.meta.exit_layers)
-    top1 = trace.matrix("top1")
     allowed = np.broadcast_to(layers >= policy.min_layer, signal.shape).copy()
     if policy.forbidden_classes:
         allowed &= ~np.isin(trace.matrix("top1_class").astype(str), policy.forbidden_classes)
     passes = allowed & (signal >= threshold[:, None])
     passes[:, -1] = True  # the last exit is the full model: the fallback always answers
+    return passes
+
+
+def policy_passes(policy: ExitPolicy, trace: ExitTrace) -> np.ndarray:
+    """`pass_matrix` of a policy on a full trace (the simulator's view of exit checks)."""
+    policy.check_model(trace.meta.model_sha256)
+    tokens = trace.tokens()
+    return pass_matrix(policy, trace, signal_matrix(trace, policy),
+                       thresholds_per_token(tokens, policy))
+
+
+def decide(policy: ExitPolicy, trace: ExitTrace, tokens: pd.DataFrame, signal: np.ndarray,
+           threshold: np.ndarray) -> Replay:
+    """Exit at the first allowed exit whose oriented signal >= the token's threshold."""
+    layers = np.asarray(trace.meta.exit_layers)
+    top1 = trace.matrix("top1")
+    passes = pass_matrix(policy, trace, signal, threshold)
     idx = passes.argmax(axis=1)
     rows = np.arange(len(idx))
     early = (layers < layers[-1]) & (layers >= policy.min_layer)

@@ -1,0 +1,223 @@
+"""Batching strategies: each turns a batch into the step plan of one decoding step.
+
+A strategy is a generator: it yields plan operations (eesim.plan.ops) and asks a controller for
+the exit decisions that only the step itself reveals (which rows pass the exit check at layer l,
+how many drafts verification accepts). The simulator prices the operations with a cost model,
+the engine executes them with torch; both run this code. Row sets are (K, R) masks: K steps of
+R rows (the simulator prices K steps at once; the engine runs K = 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from eesim.plan.ops import (
+    Compact,
+    Embed,
+    ExitCheck,
+    FinalHead,
+    HostSync,
+    KVFill,
+    Layers,
+    Op,
+    Regroup,
+)
+
+STRATEGIES = ("full", "sync", "compact", "regroup", "selfspec", "monotone")
+KV_POLICIES = ("propagate", "defer", "shared")
+
+
+class StrategyConfig(BaseModel):
+    """A batching strategy and its parameters, validated with field-named errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["full", "sync", "compact", "regroup", "selfspec", "monotone"] = "full"
+    kv: Literal["propagate", "defer", "shared"] = Field(
+        "propagate", description="KV of skipped layers: propagate (CALM), defer (EE-LLM), shared "
+                                 "(LayerSkip self-speculation)")
+    min_layer: int = Field(1, ge=1, description="No exit check before this layer.")
+    draft_layer: int = Field(4, ge=1, description="selfspec: layers 1..E draft.")
+    drafts: int = Field(4, ge=1, description="selfspec: tokens drafted per step (k).")
+    horizon: int = Field(128, ge=1, description="monotone: tokens over which depth falls to min.")
+
+    @model_validator(mode="after")
+    def _kv_fits(self) -> StrategyConfig:
+        if self.kv == "shared" and self.name != "selfspec":
+            raise ValueError(f"kv='shared' is LayerSkip's self-speculation cache; strategy "
+                             f"'{self.name}' needs kv='propagate' or 'defer'")
+        return self
+
+
+class Batch(Protocol):
+    """What a strategy sees of the batch: K steps of R rows."""
+
+    rows: np.ndarray          # (K, R) rows present in each step
+    n_layers: int
+
+
+class Controller(Protocol):
+    """Exit decisions revealed during a step (from a trace in the simulator, from the model's
+    own confidences in a live engine)."""
+
+    def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
+        """(K, R): rows whose exit check at `layer` passes."""
+
+    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int) -> int:
+        """The first layer >= `layer` at which some row may pass its check (n_layers if none).
+        A live controller cannot know and answers `layer`; a trace controller knows."""
+
+    def emit(self, layer: int, rows: np.ndarray) -> None:
+        """Rows produce their token from the exit at `layer` (n_layers: the full model)."""
+
+    def expected_depth(self, rows: np.ndarray) -> np.ndarray:
+        """(K, R) the depth each row is expected to need (regroup's grouping key)."""
+
+    def drafts(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """(K, R) drafts each row proposes this step (at most k, fewer near its end)."""
+
+    def verify(self, rows: np.ndarray, drafted: np.ndarray) -> np.ndarray:
+        """(K, R) accepted drafts per row; the step emits accepted + 1 tokens per row."""
+
+    def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
+        """(K,) the monotone schedule's depth for each step's batch."""
+
+
+def plan(cfg: StrategyConfig, batch: Batch, ctl: Controller) -> Iterator[Op]:
+    """The step plan of `cfg.name` for this batch."""
+    if cfg.kv == "defer" and cfg.name != "full":
+        raise NotImplementedError("kv='defer' (EE-LLM catch-up chunks) is not modelled yet; "
+                                  "use kv='propagate'")
+    return _STEPS[cfg.name](cfg, batch, ctl)
+
+
+def full(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """Every row runs every layer; no exit checks (the baseline)."""
+    yield Embed(b.rows)
+    yield Layers(0, b.n_layers, b.rows)
+    yield FinalHead(b.rows)
+    ctl.emit(b.n_layers, b.rows)
+
+
+def compact(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """Rows that pass an exit check leave; later layers run on the remaining rows only."""
+    yield Embed(b.rows)
+    active = b.rows.copy()
+    yield from _layer_by_layer(cfg, b.n_layers, active, 1, ctl)
+
+
+def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, first_check: int,
+                    ctl: Controller, start: int = 0) -> Iterator[Op]:
+    """Run layers start+1..n on `active`, checking from `first_check` on, compacting exits.
+
+    Layers between two exits run as one segment whose checks nobody passes but every one of
+    them is paid for (the controller says where the next exit can be).
+    """
+    check_from = max(first_check, cfg.min_layer)
+    layer = start + 1
+    while layer <= n_layers and active.any():
+        stop = ctl.next_exit(max(layer, check_from), active, n_layers) if layer < n_layers else layer
+        stop = max(min(stop, n_layers), layer)
+        yield Layers(layer - 1, stop, active)
+        checks = max(0, min(stop, n_layers - 1) - max(layer, check_from) + 1)
+        if checks:
+            yield ExitCheck(min(stop, n_layers - 1), active, checks)
+            yield HostSync(active.any(axis=1), checks)
+        if stop < n_layers:
+            leaving = ctl.passes(stop, active)
+            if leaving.any():
+                ctl.emit(stop, leaving)
+                yield KVFill(stop, n_layers, leaving)
+                active &= ~leaving
+                yield Compact(active & leaving.any(axis=1)[:, None])
+        layer = stop + 1
+    yield FinalHead(active)
+    ctl.emit(n_layers, active)
+
+
+def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """The batch runs until its deepest row has exited (CALM's batch rule): rows that exited
+    keep being computed, and once every row is done the rest of the layers are skipped."""
+    n = b.n_layers
+    yield Embed(b.rows)
+    undecided = b.rows.copy()
+    running = b.rows.copy()
+    layer = 1
+    while layer <= n and running.any():
+        stop = ctl.next_exit(max(layer, cfg.min_layer), undecided, n) if layer < n else layer
+        stop = max(min(stop, n), layer)
+        yield Layers(layer - 1, stop, running)
+        checks = max(0, min(stop, n - 1) - max(layer, cfg.min_layer) + 1)
+        if checks:
+            yield ExitCheck(min(stop, n - 1), undecided, checks)
+            yield HostSync(undecided.any(axis=1), checks)
+        if stop < n:
+            leaving = ctl.passes(stop, undecided)
+            ctl.emit(stop, leaving)
+            undecided &= ~leaving
+            stopping = running.any(axis=1) & ~undecided.any(axis=1)
+            if stopping.any():  # every row decided: skipped layers still need their K/V
+                yield KVFill(stop, n, running & stopping[:, None])
+                running &= ~stopping[:, None]
+        layer = stop + 1
+    yield FinalHead(undecided)
+    ctl.emit(n, undecided)
+
+
+def regroup(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """Rows are grouped by expected depth; each group runs as its own sub-batch straight to
+    that depth, then continues layer by layer with exit checks like `compact`."""
+    n = b.n_layers
+    yield Regroup(b.rows)
+    expected = np.clip(ctl.expected_depth(b.rows), cfg.min_layer, n)
+    for depth in np.unique(expected[b.rows]):
+        group = b.rows & (expected == depth)
+        yield Embed(group)
+        yield Layers(0, int(depth) - 1, group)
+        yield from _layer_by_layer(cfg, n, group.copy(), int(depth), ctl, start=int(depth) - 1)
+
+
+def monotone(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """One exit depth per step for the whole batch, falling linearly with position from the full
+    depth to `min_layer` over `horizon` tokens and never rising for a batch (SkipDecode). No
+    confidence checks and no host sync: the depth is known before the step."""
+    n = b.n_layers
+    depth = ctl.scheduled_depth(b.rows, cfg.min_layer, cfg.horizon)  # (K,)
+    yield Embed(b.rows)
+    for d in np.unique(depth[b.rows.any(axis=1)]):
+        rows = b.rows & (depth == d)[:, None]
+        yield Layers(0, int(d), rows)
+        yield FinalHead(rows)
+        if d < n:
+            yield KVFill(int(d), n, rows)
+        ctl.emit(int(d), rows)
+
+
+def selfspec(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
+    """Layers 1..E draft up to k tokens; the full model verifies them in one pass and keeps the
+    longest agreeing prefix plus one token of its own (LayerSkip, Draft & Verify)."""
+    n, e = b.n_layers, min(cfg.draft_layer, b.n_layers - 1)
+    drafted = ctl.drafts(b.rows, cfg.drafts)
+    for i in range(cfg.drafts):
+        drafting = b.rows & (drafted > i)
+        if not drafting.any():
+            break
+        yield Embed(drafting)
+        yield Layers(0, e, drafting)
+        yield ExitCheck(e, drafting)
+    verify = np.where(b.rows, drafted + 1, 0)
+    if cfg.kv == "shared":  # drafts' layers 1..E are cached; only the last draft needs them
+        yield Layers(0, e, b.rows)
+        yield Layers(e, n, b.rows, query=verify)
+    else:
+        yield Layers(0, n, b.rows, query=verify)
+    yield FinalHead(b.rows, query=verify)
+    ctl.verify(b.rows, drafted)
+
+
+_STEPS = {"full": full, "sync": sync, "compact": compact, "regroup": regroup,
+          "monotone": monotone, "selfspec": selfspec}

@@ -1,0 +1,102 @@
+"""Exit behaviour for simulated requests: per token, which exit checks pass and which exits
+agree with full depth, taken from a trace under a policy and mapped to the served model's depth.
+
+Requests are bound to trace requests of their task class (seeded, by the task mix). A request
+longer than its trace request wraps around: token t reads trace token t mod length. A trace of
+another depth than the served model is refused unless `map_depth`: trace exit layer l of Lt
+becomes layer round(l * L / Lt) of L, and the outputs say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eesim.policy.policy import ExitPolicy, never_exit
+from eesim.policy.replay import policy_passes
+from eesim.trace.schema import ExitTrace, TraceError
+
+
+@dataclass
+class Behaviour:
+    """Per-token bits over the served model's layers (bit l-1 is layer l)."""
+
+    n_layers: int
+    offsets: np.ndarray       # (M + 1,) token offsets of the trace requests
+    tasks: np.ndarray         # (M,) task class of each trace request
+    pass_bits: np.ndarray     # (N,) uint64: the exit check at layer l passes
+    agree_bits: np.ndarray    # (N,) uint64: the exit at layer l equals the full-depth token
+    mapped_from: int | None   # the trace's depth when exits were mapped by relative depth
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def bind(self, tasks_wanted: np.ndarray, seed: int) -> np.ndarray:
+        """A trace request for each simulated request, drawn from those of its task class."""
+        rng = np.random.default_rng(seed)
+        chosen = np.empty(len(tasks_wanted), dtype=np.int64)
+        for task in np.unique(tasks_wanted):
+            pool = np.flatnonzero(self.tasks == task)
+            if not len(pool):
+                raise TraceError(f"the trace has no requests of task '{task}' "
+                                 f"(it has {sorted(set(self.tasks.tolist()))})")
+            where = tasks_wanted == task
+            chosen[where] = rng.choice(pool, where.sum())
+        return chosen
+
+    def token_index(self, trace_request: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """Global token index of position(s) of trace request(s), wrapping around."""
+        start = self.offsets[trace_request]
+        return start + position % (self.offsets[trace_request + 1] - start)
+
+
+def layer_map(trace_layers: int, n_layers: int) -> np.ndarray:
+    """Served-model layer of each trace exit layer 1..Lt (relative depth)."""
+    lt = np.arange(1, trace_layers + 1)
+    return np.clip(np.rint(lt * n_layers / trace_layers).astype(int), 1, n_layers)
+
+
+def from_trace(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int,
+               map_depth: bool = False) -> Behaviour:
+    """Behaviour of every token of a `full` trace under `policy` (None: never exit early)."""
+    if trace.kind != "full":
+        raise TraceError(f"{trace.where}: the simulator needs a 'full' trace, this one is "
+                         f"'{trace.kind}'")
+    trace_layers = trace.meta.n_layers
+    if trace_layers != n_layers and not map_depth:
+        raise TraceError(f"{trace.where}: recorded on a model of {trace_layers} layers, the "
+                         f"profile's model has {n_layers}; pass --map-depth to map exits by "
+                         f"relative depth")
+    policy = policy or never_exit(trace.meta.model_sha256, trace_layers)
+    passes = policy_passes(policy, trace)
+    top1 = trace.matrix("top1")
+    agree = top1 == top1[:, -1:]
+    target = layer_map(trace_layers, n_layers)[np.asarray(trace.meta.exit_layers) - 1]
+    weights = np.left_shift(np.uint64(1), (target - 1).astype(np.uint64))
+    tokens = trace.tokens()
+    ids = tokens["request_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return Behaviour(
+        n_layers=n_layers,
+        offsets=np.r_[starts, len(ids)].astype(np.int64),
+        tasks=tokens["task"].astype(str).to_numpy()[starts],
+        pass_bits=(passes * weights).sum(axis=1, dtype=np.uint64),
+        agree_bits=(agree * weights).sum(axis=1, dtype=np.uint64),
+        mapped_from=trace_layers if trace_layers != n_layers else None,
+    )
+
+
+def bit(bits: np.ndarray, layer) -> np.ndarray:
+    """Whether bit `layer` (1-based; scalar or array) is set."""
+    shift = (np.asarray(layer, dtype=np.int64) - 1).astype(np.uint64)
+    return (np.right_shift(bits, shift) & np.uint64(1)).astype(bool)
+
+
+def first_bit_from(bits: np.ndarray, layer: int | np.ndarray, n_layers: int) -> np.ndarray:
+    """The first set bit at or above `layer` (n_layers when none: the full model)."""
+    out = np.full(bits.shape, n_layers, dtype=np.int64)
+    for candidate in range(n_layers, 0, -1):
+        hit = bit(bits, candidate) & (candidate >= np.asarray(layer))
+        out = np.where(hit, candidate, out)
+    return out

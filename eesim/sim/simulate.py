@@ -1,0 +1,163 @@
+"""The simulation: arrivals, a router, one SimPy process per replica, and the records.
+
+`simulate()` is the whole stage: it validates everything before any work starts, runs the
+event loop and returns the per-request table, the summary (eesim.metrics) and time series.
+Same inputs and seed, same outputs, bit for bit: arrivals come from a seeded generator, ties
+in SimPy are broken by its event counter, and nothing reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from eesim.costmodel import CostModel
+from eesim.metrics import summarize
+from eesim.plan.strategies import StrategyConfig
+from eesim.sched import Row, Scheduler, SchedulerConfig
+from eesim.sim.behaviour import Behaviour, layer_map
+from eesim.sim.replica import Replica
+from eesim.sim.workload import Workload
+
+Router = Literal["round-robin", "least-work"]
+
+
+@dataclass
+class SimResult:
+    requests: pd.DataFrame
+    summary: dict
+    series: pd.DataFrame
+
+
+class Simulation:
+    """State shared by the arrival process and the replicas."""
+
+    def __init__(self, cost: CostModel, behaviour: Behaviour, workload: Workload,
+                 strategy: StrategyConfig, sched: SchedulerConfig, replicas: int,
+                 router: Router, binding: np.ndarray) -> None:
+        self.env = simpy.Environment()
+        self.cost, self.behaviour, self.workload = cost, behaviour, workload
+        self.strategy, self.router = strategy, router
+        self.n_layers = behaviour.n_layers
+        self.binding = binding
+        trace_layers = behaviour.mapped_from or behaviour.n_layers
+        self.draft_trace_layer = int(layer_map(trace_layers, self.n_layers)[
+            max(0, min(trace_layers, round(strategy.draft_layer * trace_layers / self.n_layers)) - 1)])
+        n = len(workload)
+        self.arrival = workload.arrival_s.astype(float).copy()
+        self.first_token = np.full(n, np.nan)
+        self.completion = np.full(n, np.nan)
+        self.output_tokens = np.zeros(n, np.int64)
+        self.layer_evals = np.zeros(n)
+        self.differs = np.zeros(n, np.int64)
+        self.drafted = np.zeros(n, np.int64)
+        self.accepted = np.zeros(n, np.int64)
+        self.prefill_tokens = 0
+        mem = cost.meta.memory
+        self.block_bytes = sched.block_tokens * self.n_layers * mem["kv_bytes_per_token_per_layer"]
+        self.static_bytes = mem["weights_bytes"] + mem.get("shared_exit_head_extra_bytes", 0)
+        self.act_bytes = mem["activation_bytes_per_token"]
+        self.replicas = [Replica(self, i, Scheduler(sched, self.block_bytes)) for i in range(replicas)]
+        self.series: list[tuple] = []
+        self.peak_memory = self.static_bytes
+        self._next = 0
+        self._rr = 0
+        self.completed = 0
+        self.env.process(self.arrivals())
+
+    def arrivals(self):
+        w = self.workload
+        if w.concurrency is not None:
+            for _ in range(min(w.concurrency, len(w))):
+                self.dispatch(self.env.now)
+            return
+        for i in range(len(w)):
+            delay = self.arrival[i] - self.env.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            self.dispatch(self.env.now)
+        yield self.env.timeout(0)
+
+    def dispatch(self, now: float) -> None:
+        """Hand the next request to a replica chosen by the router."""
+        i = self._next
+        self._next += 1
+        self.arrival[i] = now
+        if self.router == "least-work":
+            replica = min(self.replicas, key=lambda r: (r.outstanding(), r.index))
+        else:
+            replica = self.replicas[self._rr % len(self.replicas)]
+            self._rr += 1
+        replica.submit(Row(i, int(self.workload.prompt_len[i]), int(self.workload.output_len[i])))
+
+    def next_arrival_after(self, now: float) -> float | None:
+        if self.workload.concurrency is not None or self._next >= len(self.workload):
+            return None
+        return float(self.arrival[self._next])
+
+    def complete(self, row: Row, now: float) -> None:
+        self.completion[row.request] = now
+        self.completed += 1
+        if self.workload.concurrency is not None and self._next < len(self.workload):
+            self.dispatch(now)
+
+    def record_memory(self, replica: Replica) -> None:
+        rows = len(replica.sched.running)
+        kv = replica.sched.used_blocks(0) * self.block_bytes
+        memory = self.static_bytes + kv + rows * self.act_bytes
+        self.peak_memory = max(self.peak_memory, memory)
+        self.series.append((self.env.now, replica.index, rows, len(replica.sched.waiting), memory))
+
+
+def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
+             sched: SchedulerConfig, *, replicas: int = 1, router: Router = "round-robin",
+             task_mix: dict[str, float] | None = None, seed: int = 0) -> SimResult:
+    """Run the workload through `replicas` replicas serving with `strategy`."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    if behaviour.n_layers != cost.meta.model.n_layers:
+        raise ValueError(f"behaviour has {behaviour.n_layers} layers, the profile's model "
+                         f"{cost.meta.model.n_layers}")
+    cost.extrapolations.clear()
+    tasks = assign_tasks(len(workload), task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))},
+                         seed)
+    binding = behaviour.bind(tasks, seed)
+    sim = Simulation(cost, behaviour, workload, strategy, sched, replicas, router, binding)
+    sim.env.run()
+    if sim.completed != len(workload):
+        raise RuntimeError(f"simulation ended with {sim.completed} of {len(workload)} completed")
+    requests = pd.DataFrame({
+        "request_id": np.arange(len(workload)), "task": tasks, "trace_request": binding,
+        "arrival_s": sim.arrival, "first_token_s": sim.first_token,
+        "completion_s": sim.completion, "prompt_tokens": workload.prompt_len,
+        "output_tokens": sim.output_tokens, "layer_evals": sim.layer_evals,
+        "drafted": sim.drafted, "accepted": sim.accepted, "differs": sim.differs,
+    })
+    summary = summarize(requests)
+    summary.update({
+        "peak_memory_bytes": int(sim.peak_memory),
+        "extrapolated": cost.extrapolated,
+        "extrapolated_points": dict(cost.extrapolations),
+        "preemptions": sum(r.sched.preemptions for r in sim.replicas),
+        "depth_mapped_from": behaviour.mapped_from,
+        "profile": cost.label,
+        "strategy": strategy.model_dump(),
+        "replicas": replicas,
+        "workload": workload.source,
+    })
+    series = pd.DataFrame(sim.series, columns=["time_s", "replica", "batch", "queue", "memory_bytes"])
+    return SimResult(requests, summary, series)
+
+
+def assign_tasks(n: int, mix: dict[str, float], seed: int) -> np.ndarray:
+    """A task class per request, drawn by the mix's shares (seeded)."""
+    if not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError(f"task mix must have non-negative shares summing above 0, got {mix}")
+    names = sorted(mix)
+    p = np.array([mix[t] for t in names], float)
+    rng = np.random.default_rng([seed, 1])
+    return np.array(names)[rng.choice(len(names), n, p=p / p.sum())]

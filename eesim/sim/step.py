@@ -1,0 +1,155 @@
+"""Pricing a step plan with the cost model, and the controller that reveals exits from a trace.
+
+`TraceController` answers a strategy's questions for K steps of R rows from the bound exit
+behaviour; `Pricer` turns each operation into seconds per step and counts layer evaluations per
+row. Together they make the simulator's interpreter of `eesim.plan.strategies`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eesim.costmodel import CostModel
+from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFill, Layers, Regroup
+from eesim.sim.behaviour import Behaviour, bit
+
+
+class TraceController:
+    """Exit decisions for K steps of R rows whose tokens are `tokens` (K, R) global indices.
+
+    For self-speculation the positions move by accepted + 1 per step, so the controller works
+    them out step by step from each row's draft agreement (`draft_agree` per global token).
+    """
+
+    def __init__(self, behaviour: Behaviour, tokens: np.ndarray, last_depth: np.ndarray,
+                 positions: np.ndarray | None = None) -> None:
+        self.b = behaviour
+        self.tokens = tokens
+        self.pass_bits = behaviour.pass_bits[tokens]
+        self.agree_bits = behaviour.agree_bits[tokens]
+        self.exit_layer = np.zeros(tokens.shape, dtype=np.int64)
+        self.last_depth = last_depth          # (R,) depth of each row's previous token
+        self.positions = positions            # (K, R) output positions (monotone schedule)
+        self.accepted = np.zeros(tokens.shape, dtype=np.int64)
+        self.drafted = np.zeros(tokens.shape, dtype=np.int64)
+
+    def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
+        return rows & bit(self.pass_bits, layer)
+
+    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int) -> int:
+        bits = int(np.bitwise_or.reduce(self.pass_bits[rows], initial=np.uint64(0)))
+        bits &= ~((1 << (layer - 1)) - 1)  # only layers >= `layer`
+        return (bits & -bits).bit_length() if bits else n_layers
+
+    def emit(self, layer: int, rows: np.ndarray) -> None:
+        self.exit_layer[rows] = layer
+
+    def expected_depth(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.last_depth, rows.shape)
+
+    def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
+        n = self.b.n_layers
+        pos = np.where(rows, self.positions, np.iinfo(np.int64).max).min(axis=1)
+        pos = np.where(rows.any(axis=1), pos, 0)
+        return np.maximum(min_layer, n - (n - min_layer) * np.minimum(pos, horizon) // horizon)
+
+    def drafts(self, rows: np.ndarray, k: int) -> np.ndarray:
+        return np.where(rows, self.drafted, 0)
+
+    def verify(self, rows: np.ndarray, drafted: np.ndarray) -> np.ndarray:
+        return np.where(rows, self.accepted, 0)
+
+    def differs(self) -> np.ndarray:
+        """(K, R) emitted token differs from full depth (self-speculation never differs)."""
+        emitted = self.exit_layer > 0
+        return emitted & ~bit(self.agree_bits, np.maximum(self.exit_layer, 1))
+
+
+def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarray,
+                start: np.ndarray, remaining: np.ndarray, k: int, steps: int):
+    """Per step and row: drafted, accepted and the starting position, for `steps` steps of
+    greedy self-speculation (drafts agree where the draft layer's exit agrees)."""
+    rows = len(start)
+    drafted = np.zeros((steps, rows), np.int64)
+    accepted = np.zeros((steps, rows), np.int64)
+    position = np.zeros((steps, rows), np.int64)
+    pos, left = start.copy(), remaining.copy()
+    for s in range(steps):
+        position[s] = pos
+        d = np.clip(np.minimum(k, left - 1), 0, None)
+        run = np.zeros(rows, np.int64)
+        alive = d > 0
+        for i in range(k):
+            tok = behaviour.token_index(trace_request, pos + i)
+            ok = alive & (i < d) & bit(behaviour.agree_bits[tok], draft_layer)
+            run += ok
+            alive = ok
+        drafted[s], accepted[s] = d, run
+        emitted = np.where(left > 0, run + 1, 0)
+        pos, left = pos + emitted, left - emitted
+    return drafted, accepted, position
+
+
+class Pricer:
+    """Seconds per step (K,) of a plan's operations, and layer evaluations per row (K, R).
+
+    Operations are collected per cost term and priced together at the end (one interpolation
+    per term instead of one per operation); the sum is the same.
+    """
+
+    def __init__(self, cost: CostModel, context: np.ndarray) -> None:
+        self.cost = cost
+        self.context = context.astype(float)
+        self.k = context.shape[0]
+        self.layer_evals = np.zeros(context.shape)
+        self._pending: dict[str, list[tuple]] = {}
+
+    def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
+        self._pending.setdefault(term, []).append((n, query, context, times))
+
+    def _rows(self, term: str, rows: np.ndarray, query=1, times=1.0, with_context=False) -> None:
+        n = rows.sum(axis=1)
+        safe = np.maximum(n, 1)
+        q = query if np.isscalar(query) else np.where(rows, query, 0).sum(axis=1) / safe
+        ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
+        self._add(term, n, q, ctx, times)
+
+    def price(self, op) -> None:
+        if isinstance(op, Layers):
+            span = op.end - op.start
+            if span:
+                self._rows("layer", op.rows, op.query, span, with_context=True)
+                self.layer_evals += span * np.where(op.rows, op.query, 0)
+        elif isinstance(op, ExitCheck):
+            self._rows("exit_head", op.rows, times=op.count)
+        elif isinstance(op, HostSync):
+            self._add("host_sync", op.steps * float(op.count))
+        elif isinstance(op, Compact):
+            self._rows("compact", op.rows)
+        elif isinstance(op, KVFill):
+            self._rows("kv_fill", op.rows, times=op.end - op.start)
+        elif isinstance(op, Regroup):
+            self._rows("regroup", op.rows)
+        elif isinstance(op, FinalHead):  # one head row per verified position
+            self._add("final_head", np.where(op.rows, op.query, 0).sum(axis=1))
+        elif isinstance(op, Embed):
+            self._rows("embed", op.rows)
+        else:
+            raise TypeError(f"no price for operation {op!r}")
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """(K,) seconds of each step: every collected operation, priced per term."""
+        total = np.zeros(self.k)
+        k = self.k
+        for term, parts in self._pending.items():
+            n, q, ctx, times = (np.empty(len(parts) * k) for _ in range(4))
+            for i, (pn, pq, pc, pt) in enumerate(parts):
+                sl = slice(i * k, (i + 1) * k)
+                n[sl], q[sl], ctx[sl], times[sl] = pn, pq, pc, pt
+            if term == "host_sync":  # n marks the steps that sync; the cost has no shape
+                values = n * self.cost.cost(term, 1)
+            else:
+                values = np.where(n > 0, times * self.cost.cost(term, np.maximum(n, 1), q, ctx), 0.0)
+            total += values.reshape(len(parts), self.k).sum(axis=0)
+        return total
