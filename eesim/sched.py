@@ -70,12 +70,13 @@ class Scheduler:
         """Blocks the running rows hold after `ahead` more tokens each."""
         return sum(self.blocks(min(r.context + ahead, r.prompt + r.output)) for r in self.running)
 
-    def admit(self) -> list[Row]:
-        """Rows to prefill this step, in arrival order (FIFO; no overtaking)."""
+    def admit(self, ahead: int = 1) -> list[Row]:
+        """Rows to prefill this step, in arrival order (FIFO; no overtaking), keeping room for
+        the running rows to write `ahead` more tokens each."""
         if self.cfg.batching == "static" and self.running:
             return []
         admitted, tokens = [], 0
-        used = self.used_blocks(1)
+        used = self.used_blocks(ahead)
         while self.waiting and len(self.running) < self.cfg.max_batch:
             row = self.waiting[0]
             need = self.blocks(row.context + 1)

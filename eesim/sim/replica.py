@@ -44,8 +44,8 @@ class Replica:
                 yield self.wake
                 self.wake = None
                 continue
-            self.sched.make_room(1)
-            admitted = self.sched.admit()
+            self.sched.make_room(self.tokens_per_step)
+            admitted = self.sched.admit(self.tokens_per_step)
             decoding = [r for r in self.sched.running if not r.needs_prefill]
             if admitted:
                 seconds = self.prefill(admitted)
@@ -90,7 +90,7 @@ class Replica:
         trace_req = sim.binding[req]
         generated = np.array([r.generated for r in rows])
         remaining = np.array([r.remaining for r in rows])
-        k_steps = min(bulk, self._memory_steps(rows))
+        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
         if cfg.name == "selfspec":
             drafted, accepted, position = speculation(
                 sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
@@ -135,11 +135,22 @@ class Replica:
 
         return steps, apply
 
-    def _memory_steps(self, rows: list[Row]) -> int:
-        """How many more tokens per row fit in KV memory (at least 1; preemption made room)."""
-        free = self.sched.capacity_blocks - self.sched.used_blocks(0)
-        growth_per_block = max(1, len(rows))
-        return max(1, free * self.sched.cfg.block_tokens // growth_per_block)
+    @property
+    def tokens_per_step(self) -> int:
+        """KV positions a step may write per row: k + 1 when verifying k drafts."""
+        return self.sim.strategy.drafts + 1 if self.sim.strategy.name == "selfspec" else 1
+
+    def _memory_tokens(self) -> int:
+        """The most tokens per row that still fit in KV memory, up to BULK x tokens per step
+        (at least one step's worth: preemption made room for it)."""
+        lo, hi = self.tokens_per_step, BULK * self.tokens_per_step
+        while lo < hi:  # used_blocks grows with the look-ahead: binary search
+            mid = (lo + hi + 1) // 2
+            if self.sched.used_blocks(mid) <= self.sched.capacity_blocks:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
 
 def cfg_first_depth(sim) -> int:

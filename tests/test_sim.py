@@ -1,0 +1,184 @@
+"""The simulator: deterministic, conservative where it must be, and honest queueing."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from eesim.cli import app
+from eesim.costmodel import CostModel
+from eesim.plan.strategies import StrategyConfig
+from eesim.policy.calibrate import calibrate
+from eesim.policy.policy import never_exit
+from eesim.policy.replay import replay
+from eesim.sched import SchedulerConfig
+from eesim.sim.behaviour import from_trace
+from eesim.sim.simulate import simulate
+from eesim.sim.workload import closed_loop, poisson
+from eesim.trace import read_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT / "traces" / "reference-greedy.parquet"
+PROFILE = ROOT / "profiles" / "cpu" / "ref.parquet"
+EARLY_EXIT = ["sync", "compact", "regroup", "monotone", "selfspec"]
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return read_trace(TRACE)
+
+
+@pytest.fixture(scope="module")
+def policy(trace):
+    return calibrate(trace, 0.02)[0]
+
+
+@pytest.fixture(scope="module")
+def cost():
+    return CostModel.load(PROFILE)
+
+
+def strategy(name: str) -> StrategyConfig:
+    return StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate")
+
+
+def run(cost, behaviour, name, workload=None, **kw):
+    workload = workload or poisson(50.0, 60, seed=3, output=(24, 40))
+    sched = kw.pop("sched", SchedulerConfig(max_batch=8))
+    return simulate(cost, behaviour, workload, strategy(name), sched, **kw)
+
+
+@pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
+def test_same_inputs_and_seed_give_identical_outputs(cost, trace, policy, name):
+    behaviour = from_trace(trace, policy, 8)
+    a, b = run(cost, behaviour, name), run(cost, behaviour, name)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    assert a.summary == b.summary
+
+
+def test_full_ignores_the_policy(cost, trace, policy):
+    with_exits = run(cost, from_trace(trace, policy, 8), "full")
+    without = run(cost, from_trace(trace, None, 8), "full")
+    pd.testing.assert_frame_equal(with_exits.requests.drop(columns="differs"),
+                                  without.requests.drop(columns="differs"))
+    assert with_exits.summary["quality_delta"] == 0
+
+
+@pytest.mark.parametrize("name", EARLY_EXIT)
+def test_without_exits_every_strategy_costs_at_least_full(cost, trace, name):
+    """A trace where every token needs the last layer: no check passes, no draft agrees."""
+    deep = from_trace(trace, never_exit(trace.meta.model_sha256, 8), 8)
+    last = np.uint64(1 << 7)
+    deep.pass_bits[:], deep.agree_bits[:] = last, last
+    full = run(cost, deep, "full").summary
+    other = run(cost, deep, name).summary
+    if name == "monotone":  # no checks: it keeps its schedule and pays in quality instead
+        assert other["quality_delta"] > 0
+        return
+    assert other["layers_per_token"] >= full["layers_per_token"]
+    assert other["quality_delta"] == 0
+    assert other["tpot_s"]["mean"] >= full["tpot_s"]["mean"] * 0.999
+    assert other["ttft_s"]["mean"] >= full["ttft_s"]["mean"] * 0.999
+
+
+def test_compact_layers_per_token_follow_the_policy_replay(cost, trace, policy):
+    result = run(cost, from_trace(trace, policy, 8), "compact",
+                 workload=poisson(5.0, 40, seed=1, output=(128, 128)))
+    replayed = replay(policy, trace).summary()["layers_per_token"]
+    assert result.summary["layers_per_token"] == pytest.approx(replayed, rel=0.15)
+    assert 0 < result.summary["quality_delta"] < 0.05
+
+
+def test_selfspec_acceptance_matches_the_trace(cost, trace):
+    from eesim.policy.selfspec import acceptance, speculate
+
+    result = run(cost, from_trace(trace, None, 8), "selfspec",
+                 workload=poisson(5.0, 60, seed=2, output=(128, 128)))
+    exact = acceptance(speculate(trace, 4, 4))["acceptance_rate"]
+    assert result.summary["acceptance_rate"] == pytest.approx(exact, abs=0.05)
+    assert result.summary["quality_delta"] == 0
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["full", *EARLY_EXIT]), rate=st.floats(5, 400),
+       max_batch=st.integers(1, 12), kv_blocks=st.integers(12, 60), seed=st.integers(0, 99))
+def test_every_request_completes_once_in_order_within_memory(cost, trace, policy, name, rate,
+                                                             max_batch, kv_blocks, seed):
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(rate, 30, seed=seed, prompt=(8, 40), output=(2, 60))
+    block_bytes = 16 * 8 * cost.meta.memory["kv_bytes_per_token_per_layer"]
+    sched = SchedulerConfig(max_batch=max_batch, kv_capacity_bytes=kv_blocks * block_bytes)
+    r = run(cost, behaviour, name, workload, sched=sched, seed=seed)
+    req = r.requests
+    assert (req["output_tokens"].to_numpy() == workload.output_len).all()
+    assert (req["first_token_s"] >= req["arrival_s"]).all()
+    assert (req["completion_s"] >= req["first_token_s"]).all()
+    assert np.all(np.diff(r.series["time_s"].to_numpy()) >= 0)
+    kv = r.series["memory_bytes"] - cost.meta.memory["weights_bytes"] \
+        - r.series["batch"] * cost.meta.memory["activation_bytes_per_token"]
+    assert kv.max() <= kv_blocks * block_bytes
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["full", "compact", "selfspec"]), replicas=st.integers(1, 3))
+def test_more_replicas_never_lower_throughput(cost, trace, policy, name, replicas):
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(400.0, 80, seed=5, output=(32, 32))
+    fewer = run(cost, behaviour, name, workload, replicas=replicas).summary
+    more = run(cost, behaviour, name, workload, replicas=replicas + 1).summary
+    assert more["throughput_tokens_per_s"] >= fewer["throughput_tokens_per_s"] * 0.99
+
+
+def test_batch_of_one_queues_like_md1(cost, trace):
+    """Max batch 1, fixed lengths: a single deterministic server. Pollaczek-Khinchine:
+    mean wait Wq = rho / (2 mu (1 - rho))."""
+    behaviour = from_trace(trace, None, 8)
+    probe = run(cost, behaviour, "full", closed_loop(1, 3, 0, prompt=(16, 16), output=(8, 8)),
+                sched=SchedulerConfig(max_batch=1))
+    service = float((probe.requests["completion_s"] - probe.requests["arrival_s"]).iloc[-1])
+    prefill = float((probe.requests["first_token_s"] - probe.requests["arrival_s"]).iloc[-1])
+    rho = 0.5
+    workload = poisson(rho / service, 3000, seed=11, prompt=(16, 16), output=(8, 8))
+    r = run(cost, behaviour, "full", workload, sched=SchedulerConfig(max_batch=1))
+    wait = (r.requests["first_token_s"] - r.requests["arrival_s"]).mean() - prefill
+    expected = rho * service / (2 * (1 - rho))
+    assert wait == pytest.approx(expected, rel=0.12)
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path):
+    runner = CliRunner()
+    base = ["simulate", "--profile", str(PROFILE), "--trace", str(TRACE), "--requests", "5"]
+    cases = [
+        (["--strategy", "turbo", "--rate", "1"], "strategy"),
+        (["--rate", "-3"], "rate"),
+        (["--rate", "1", "--arrivals", "azure-conv"], "exactly one of"),
+        (["--profile", str(ROOT / "profiles/analytic/h100-sxm-llama-3-8b.parquet"), "--rate", "1"],
+         "recorded on a model of 8 layers"),
+        (["--rate", "1", "--trace", str(tmp_path / "none.parquet")], "no such trace file"),
+    ]
+    for extra, message in cases:
+        out = runner.invoke(app, base + extra)
+        assert out.exit_code == 2, (extra, out.output)
+        assert message in out.output, (extra, out.output)
+
+
+def test_simulate_cli_writes_the_outputs(tmp_path):
+    out = CliRunner().invoke(app, ["simulate", "--profile", str(PROFILE), "--trace", str(TRACE),
+                                   "--strategy", "compact", "--rate", "20", "--requests", "20",
+                                   "--json", "--out", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    import json
+
+    summary = json.loads(out.stdout)
+    for key in ("ttft_s", "tpot_s", "throughput_tokens_per_s", "throughput_requests_per_s",
+                "peak_memory_bytes", "layers_per_token", "acceptance_rate", "quality_delta",
+                "extrapolated"):
+        assert key in summary
+    assert set(summary["tpot_s"]) == {"mean", "p50", "p90", "p99"}
+    assert len(pd.read_parquet(tmp_path / "o" / "requests.parquet")) == 20
+    assert {"time_s", "batch", "queue", "memory_bytes"} <= set(
+        pd.read_parquet(tmp_path / "o" / "series.parquet").columns)
