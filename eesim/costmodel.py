@@ -17,6 +17,7 @@ import numpy as np
 from eesim.model.config import ModelConfig
 from eesim.profile.format import Profile, ProfileError, read_profile
 
+ROWS_TABLE = 8192  # row counts priced by table lookup for terms that depend on rows alone
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
 
 
@@ -35,6 +36,10 @@ class GridTerm:
         step = [s if d > 1 else 0 for s, d in zip(self._strides, dims, strict=True)]
         self._corners = np.array([a * step[0] + b * step[1] + c * step[2]
                                   for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+        self._by_rows = None
+        if dims[1] == 1 and dims[2] == 1:
+            table = self._interpolate(np.arange(ROWS_TABLE, dtype=float), 1.0, 0.0)
+            self._by_rows = (table[0], table[1])
 
     @classmethod
     def from_points(cls, points) -> GridTerm:
@@ -47,6 +52,15 @@ class GridTerm:
 
     def __call__(self, rows, query=1, context=0) -> tuple[np.ndarray, np.ndarray]:
         """Seconds at the given points (scalars or arrays) and whether each extrapolated."""
+        if self._by_rows is not None:  # a term of rows alone: a table over whole row counts
+            r = np.asarray(rows)
+            whole = np.rint(r).astype(np.int64)
+            if r.ndim and np.array_equal(whole, r) and whole.min() >= 1 \
+                    and whole.max() < len(self._by_rows[0]):
+                return self._by_rows[0][whole], self._by_rows[1][whole]
+        return self._interpolate(rows, query, context)
+
+    def _interpolate(self, rows, query, context) -> tuple[np.ndarray, np.ndarray]:
         point = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (rows, query, context)))
         shape = point[0].shape
         base = np.zeros(point[0].size, np.int64)

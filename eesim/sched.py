@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -69,6 +70,18 @@ class Scheduler:
     def used_blocks(self, ahead: int = 0) -> int:
         """Blocks the running rows hold after `ahead` more tokens each."""
         return sum(self.blocks(min(r.context + ahead, r.prompt + r.output)) for r in self.running)
+
+    def tokens_that_fit(self, most: int) -> int:
+        """The largest look-ahead (tokens per running row, at most `most`) whose blocks fit."""
+        if not self.running:
+            return most
+        context = np.array([r.context for r in self.running])
+        final = np.array([r.prompt + r.output for r in self.running])
+        ahead = np.arange(1, most + 1)[:, None]
+        tokens = np.minimum(context + ahead, final)
+        blocks = (-(-tokens // self.cfg.block_tokens)).sum(axis=1)
+        fits = np.flatnonzero(blocks <= self.capacity_blocks)
+        return int(fits[-1]) + 1 if len(fits) else 0
 
     def admit(self, ahead: int = 1) -> list[Row]:
         """Rows to prefill this step, in arrival order (FIFO; no overtaking), keeping room for

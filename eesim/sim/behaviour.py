@@ -9,7 +9,7 @@ becomes layer round(l * L / Lt) of L, and the outputs say so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Behaviour:
     pass_bits: np.ndarray     # (N,) uint64: the exit check at layer l passes
     agree_bits: np.ndarray    # (N,) uint64: the exit at layer l equals the full-depth token
     mapped_from: int | None   # the trace's depth when exits were mapped by relative depth
+    _runs: dict = field(default_factory=dict, repr=False)
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -44,6 +45,22 @@ class Behaviour:
             where = tasks_wanted == task
             chosen[where] = rng.choice(pool, where.sum())
         return chosen
+
+    def draft_runs(self, draft_layer: int, k: int) -> np.ndarray:
+        """(N,) how many drafts in a row, at most k, agree with full depth from each token on
+        (following the request's wrap-around)."""
+        key = (draft_layer, k)
+        if key not in self._runs:
+            agree = bit(self.agree_bits, draft_layer)
+            runs = np.zeros(len(agree), np.int64)
+            for start, end in zip(self.offsets[:-1], self.offsets[1:], strict=True):
+                a = agree[start:end]
+                alive = np.ones(len(a), bool)
+                for u in range(k):
+                    alive &= np.roll(a, -u)
+                    runs[start:end] += alive
+            self._runs[key] = runs
+        return self._runs[key]
 
     def token_index(self, trace_request: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Global token index of position(s) of trace request(s), wrapping around."""

@@ -143,14 +143,8 @@ class Replica:
     def _memory_tokens(self) -> int:
         """The most tokens per row that still fit in KV memory, up to BULK x tokens per step
         (at least one step's worth: preemption made room for it)."""
-        lo, hi = self.tokens_per_step, BULK * self.tokens_per_step
-        while lo < hi:  # used_blocks grows with the look-ahead: binary search
-            mid = (lo + hi + 1) // 2
-            if self.sched.used_blocks(mid) <= self.sched.capacity_blocks:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        most = BULK * self.tokens_per_step
+        return max(self.tokens_per_step, self.sched.tokens_that_fit(most))
 
 
 def cfg_first_depth(sim) -> int:

@@ -69,6 +69,7 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
                 start: np.ndarray, remaining: np.ndarray, k: int, steps: int):
     """Per step and row: drafted, accepted and the starting position, for `steps` steps of
     greedy self-speculation (drafts agree where the draft layer's exit agrees)."""
+    runs = behaviour.draft_runs(draft_layer, k)
     rows = len(start)
     drafted = np.zeros((steps, rows), np.int64)
     accepted = np.zeros((steps, rows), np.int64)
@@ -77,15 +78,9 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
     for s in range(steps):
         position[s] = pos
         d = np.clip(np.minimum(k, left - 1), 0, None)
-        run = np.zeros(rows, np.int64)
-        alive = d > 0
-        for i in range(k):
-            tok = behaviour.token_index(trace_request, pos + i)
-            ok = alive & (i < d) & bit(behaviour.agree_bits[tok], draft_layer)
-            run += ok
-            alive = ok
-        drafted[s], accepted[s] = d, run
-        emitted = np.where(left > 0, run + 1, 0)
+        a = np.minimum(runs[behaviour.token_index(trace_request, pos)], d)
+        drafted[s], accepted[s] = d, a
+        emitted = np.where(left > 0, a + 1, 0)
         pos, left = pos + emitted, left - emitted
     return drafted, accepted, position
 
