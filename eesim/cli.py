@@ -438,6 +438,7 @@ def simulate(
     drafts: int = typer.Option(4, help="selfspec: tokens drafted per step."),
     kv: str = typer.Option(None, help="propagate | defer | shared (default: shared for selfspec)."),
     min_layer: int = typer.Option(1, help="No exit check before this layer."),
+    check_every: int = typer.Option(1, help="Exit checks only at every N-th layer."),
     rate: float = typer.Option(None, help="Poisson arrivals per second."),
     burstiness: float = typer.Option(None, help="Gamma arrivals with this coefficient of variation."),
     arrivals: str = typer.Option(None, help="Replay azure-code | azure-conv."),
@@ -467,7 +468,8 @@ def simulate(
     try:
         req = SimulationRequest(
             profile=profile_file, trace=trace_file, policy=policy_file, strategy=strategy,
-            draft_layer=draft_layer, drafts=drafts, kv=kv, min_layer=min_layer, rate=rate,
+            draft_layer=draft_layer, drafts=drafts, kv=kv, min_layer=min_layer,
+            check_every=check_every, rate=rate,
             burstiness=burstiness, arrivals=arrivals, time_scale=time_scale,
             concurrency=concurrency, requests=requests, prompt_len=prompt_len,
             output_len=output_len, max_prompt=max_prompt, max_output=max_output,

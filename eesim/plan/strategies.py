@@ -41,6 +41,8 @@ class StrategyConfig(BaseModel):
         "propagate", description="KV of skipped layers: propagate (CALM), defer (EE-LLM), shared "
                                  "(LayerSkip self-speculation)")
     min_layer: int = Field(1, ge=1, description="No exit check before this layer.")
+    check_every: int = Field(1, ge=1, description="Exit checks only at layers divisible by this "
+                                                  "(each check costs a full LM head).")
     draft_layer: int = Field(4, ge=1, description="selfspec: layers 1..E draft.")
     drafts: int = Field(4, ge=1, description="selfspec: tokens drafted per step (k).")
     horizon: int = Field(128, ge=1, description="monotone: tokens over which depth falls to min.")
@@ -67,9 +69,10 @@ class Controller(Protocol):
     def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
         """(K, R): rows whose exit check at `layer` passes."""
 
-    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int) -> int:
-        """The first layer >= `layer` at which some row may pass its check (n_layers if none).
-        A live controller cannot know and answers `layer`; a trace controller knows."""
+    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
+        """The first check layer (>= `layer`, divisible by `every`) at which some row may pass
+        (n_layers if none). A live controller cannot know and answers the first check layer;
+        a trace controller knows."""
 
     def emit(self, layer: int, rows: np.ndarray) -> None:
         """Rows produce their token from the exit at `layer` (n_layers: the full model)."""
@@ -110,6 +113,16 @@ def compact(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
     yield from _layer_by_layer(cfg, b.n_layers, active, 1, ctl)
 
 
+def check_layers(cfg: StrategyConfig, first: int, last: int, n_layers: int) -> int:
+    """How many exit checks run after layers first..last (checks: >= min_layer, divisible by
+    check_every, never after the last layer)."""
+    lo, hi = max(first, cfg.min_layer), min(last, n_layers - 1)
+    if hi < lo:
+        return 0
+    every = cfg.check_every
+    return hi // every - (lo - 1) // every
+
+
 def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, first_check: int,
                     ctl: Controller, start: int = 0) -> Iterator[Op]:
     """Run layers start+1..n on `active`, checking from `first_check` on, compacting exits.
@@ -120,10 +133,11 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
     check_from = max(first_check, cfg.min_layer)
     layer = start + 1
     while layer <= n_layers and active.any():
-        stop = ctl.next_exit(max(layer, check_from), active, n_layers) if layer < n_layers else layer
+        stop = ctl.next_exit(max(layer, check_from), active, n_layers, cfg.check_every) \
+            if layer < n_layers else layer
         stop = max(min(stop, n_layers), layer)
         yield Layers(layer - 1, stop, active)
-        checks = max(0, min(stop, n_layers - 1) - max(layer, check_from) + 1)
+        checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
         if checks:
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
             yield HostSync(active.any(axis=1), checks)
@@ -148,10 +162,11 @@ def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
     running = b.rows.copy()
     layer = 1
     while layer <= n and running.any():
-        stop = ctl.next_exit(max(layer, cfg.min_layer), undecided, n) if layer < n else layer
+        stop = ctl.next_exit(max(layer, cfg.min_layer), undecided, n, cfg.check_every) \
+            if layer < n else layer
         stop = max(min(stop, n), layer)
         yield Layers(layer - 1, stop, running)
-        checks = max(0, min(stop, n - 1) - max(layer, cfg.min_layer) + 1)
+        checks = check_layers(cfg, layer, stop, n)
         if checks:
             yield ExitCheck(min(stop, n - 1), undecided, checks)
             yield HostSync(undecided.any(axis=1), checks)

@@ -39,7 +39,7 @@ HARDWARE = {
     "l4": Hardware(name="NVIDIA L4 (datasheet)", flops=121e12, bandwidth=300e9, memory_bytes=24e9),
 }
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-QUERY = (1, 2, 4, 8, 16, 32, 128, 512, 2048)
+QUERY = (1, 2, 4, 8, 16, 32, 128, 512, 2048, 8192, 16384)
 CONTEXT = (0, 128, 512, 1024, 2048, 4096, 8192, 32768)
 KERNELS_PER_LAYER = 8
 BYTES = 2  # bf16

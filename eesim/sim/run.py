@@ -32,6 +32,7 @@ class SimulationRequest(BaseModel):
     drafts: int = Field(4, ge=1)
     kv: str | None = None
     min_layer: int = Field(1, ge=1)
+    check_every: int = Field(1, ge=1)
     rate: float | None = Field(None, gt=0)
     burstiness: float | None = Field(None, gt=0)
     arrivals: str | None = None
@@ -67,6 +68,7 @@ class SimulationRequest(BaseModel):
     def strategy_config(self) -> StrategyConfig:
         kv = self.kv or ("shared" if self.strategy == "selfspec" else "propagate")
         return StrategyConfig(name=self.strategy, kv=kv, min_layer=self.min_layer,
+                              check_every=self.check_every,
                               draft_layer=self.draft_layer, drafts=self.drafts)
 
     def mix(self) -> dict[str, float] | None:

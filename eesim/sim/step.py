@@ -36,9 +36,11 @@ class TraceController:
     def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
         return rows & bit(self.pass_bits, layer)
 
-    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int) -> int:
+    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
         bits = int(np.bitwise_or.reduce(self.pass_bits[rows], initial=np.uint64(0)))
         bits &= ~((1 << (layer - 1)) - 1)  # only layers >= `layer`
+        if every > 1:  # only check layers: bit l-1 for l divisible by `every`
+            bits &= sum(1 << (m - 1) for m in range(every, n_layers + 1, every))
         return (bits & -bits).bit_length() if bits else n_layers
 
     def emit(self, layer: int, rows: np.ndarray) -> None:
