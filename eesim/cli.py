@@ -165,9 +165,37 @@ def demo(
     policy.save(written["policy"])
     written["calibration report"] = out / "calibration.json"
     write_json_atomic(written["calibration report"], heldout)
+    written["simulations"] = out / "simulate"
+    _demo_simulations(trace_, policy, written["simulations"])
     typer.echo("\nOutputs:")
     for name, path in written.items():
         typer.echo(f"  {name:20s} {path}")
+
+
+def _demo_simulations(trace_, policy, out: Path) -> None:
+    """Every strategy on the committed CPU profile of the reference model, side by side."""
+    from eesim.costmodel import CostModel
+    from eesim.io import write_json_atomic
+    from eesim.plan.strategies import STRATEGIES, StrategyConfig
+    from eesim.sched import SchedulerConfig
+    from eesim.sim.behaviour import from_trace
+    from eesim.sim.simulate import simulate as run_sim
+    from eesim.sim.workload import poisson
+
+    cost = CostModel.load(REFERENCE_TRACE.parents[1] / "profiles" / "cpu" / "ref.parquet")
+    behaviour = from_trace(trace_, policy, cost.meta.model.n_layers)
+    workload = poisson(20.0, 300, seed=0)
+    typer.echo(f"\nSimulated on {cost.label}: {workload.source}, 300 requests, max batch 16")
+    typer.echo("| strategy | TPOT mean | TTFT mean | throughput | layers/token | quality delta |")
+    typer.echo("|---|---|---|---|---|---|")
+    with console.status("simulating every strategy"):
+        for name in STRATEGIES:
+            cfg = StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate")
+            s = run_sim(cost, behaviour, workload, cfg, SchedulerConfig(max_batch=16)).summary
+            write_json_atomic(out / f"{name}.json", s)
+            typer.echo(f"| {name} | {s['tpot_s']['mean'] * 1e3:.2f} ms | "
+                       f"{s['ttft_s']['mean'] * 1e3:.1f} ms | {s['throughput_tokens_per_s']:.0f} tok/s | "
+                       f"{s['layers_per_token']:.2f} | {s['quality_delta']:.2%} |")
 
 
 @trace_app.callback()
