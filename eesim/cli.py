@@ -487,6 +487,9 @@ def simulate(
     map_depth: bool = typer.Option(False, "--map-depth", help="Map a trace of another depth "
                                                               "by relative depth."),
     seed: int = typer.Option(0, help="Seed for arrivals and request binding."),
+    shadow_rate: float = typer.Option(0.0, help="Share of early-exited tokens also run to full "
+                                                "depth (drift watch)."),
+    kill_at: float = typer.Option(None, help="Kill switch: exits off from this simulated second."),
     out: Path = typer.Option(None, help="Folder for requests.parquet, summary.json, series.parquet."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -502,7 +505,8 @@ def simulate(
             concurrency=concurrency, requests=requests, prompt_len=prompt_len,
             output_len=output_len, max_prompt=max_prompt, max_output=max_output,
             task_mix=task_mix, max_batch=max_batch, batching=batching, kv_memory_gib=kv_memory,
-            replicas=replicas, router=router, map_depth=map_depth, seed=seed)
+            replicas=replicas, router=router, map_depth=map_depth, seed=seed,
+            shadow_rate=shadow_rate, kill_at=kill_at)
         with console.status("simulating"):
             result = run_simulation(req, out)
     except user_errors() as exc:

@@ -182,3 +182,31 @@ def test_simulate_cli_writes_the_outputs(tmp_path):
     assert len(pd.read_parquet(tmp_path / "o" / "requests.parquet")) == 20
     assert {"time_s", "batch", "queue", "memory_bytes"} <= set(
         pd.read_parquet(tmp_path / "o" / "series.parquet").columns)
+
+
+def test_shadow_rate_costs_more_and_changes_no_token(cost, trace, policy):
+    behaviour = from_trace(trace, policy, 8)
+    runs = [run(cost, behaviour, "compact", shadow_rate=r).summary for r in (0.0, 0.3, 1.0)]
+    assert runs[0]["shadow_tokens"] == 0 < runs[1]["shadow_tokens"] < runs[2]["shadow_tokens"]
+    assert runs[0]["layers_per_token"] < runs[1]["layers_per_token"] < runs[2]["layers_per_token"]
+    assert runs[0]["quality_delta"] == runs[1]["quality_delta"] == runs[2]["quality_delta"]
+    assert runs[2]["layers_per_token"] == pytest.approx(
+        run(cost, behaviour, "full").summary["layers_per_token"])
+
+
+@pytest.mark.parametrize("name", EARLY_EXIT)
+def test_kill_switch_at_zero_means_full_depth_decoding(cost, trace, policy, name):
+    s = run(cost, from_trace(trace, policy, 8), name, kill_at=0.0).summary
+    assert s["quality_delta"] == 0
+    assert s["layers_per_token"] >= run(cost, from_trace(trace, None, 8), "full").summary[
+        "layers_per_token"] - 1e-9
+
+
+def test_static_batching_waits_for_the_whole_batch(cost, trace):
+    behaviour = from_trace(trace, None, 8)
+    workload = poisson(200.0, 40, seed=4, output=(10, 60))
+    cont = run(cost, behaviour, "full", workload, sched=SchedulerConfig(max_batch=8)).summary
+    static = run(cost, behaviour, "full", workload,
+                 sched=SchedulerConfig(max_batch=8, batching="static")).summary
+    assert static["ttft_s"]["mean"] > cont["ttft_s"]["mean"]
+    assert static["throughput_tokens_per_s"] < cont["throughput_tokens_per_s"]

@@ -77,6 +77,10 @@ class Controller(Protocol):
     def emit(self, layer: int, rows: np.ndarray) -> None:
         """Rows produce their token from the exit at `layer` (n_layers: the full model)."""
 
+    def shadow(self, rows: np.ndarray) -> np.ndarray:
+        """(K, R): rows among those exiting early that also run to full depth (the shadow
+        stream that watches for calibration drift)."""
+
     def expected_depth(self, rows: np.ndarray) -> np.ndarray:
         """(K, R) the depth each row is expected to need (regroup's grouping key)."""
 
@@ -128,28 +132,32 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
     """Run layers start+1..n on `active`, checking from `first_check` on, compacting exits.
 
     Layers between two exits run as one segment whose checks nobody passes but every one of
-    them is paid for (the controller says where the next exit can be).
+    them is paid for (the controller says where the next exit can be). Shadowed exits keep
+    running to full depth (no more checks, no second token) so their KV needs no filling.
     """
     check_from = max(first_check, cfg.min_layer)
+    shadowing = np.zeros_like(active)
     layer = start + 1
-    while layer <= n_layers and active.any():
+    while layer <= n_layers and (active | shadowing).any():
         stop = ctl.next_exit(max(layer, check_from), active, n_layers, cfg.check_every) \
-            if layer < n_layers else layer
+            if layer < n_layers and active.any() else n_layers
         stop = max(min(stop, n_layers), layer)
-        yield Layers(layer - 1, stop, active)
+        yield Layers(layer - 1, stop, active | shadowing)
         checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
-        if checks:
+        if checks and active.any():
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
             yield HostSync(active.any(axis=1), checks)
         if stop < n_layers:
             leaving = ctl.passes(stop, active)
             if leaving.any():
                 ctl.emit(stop, leaving)
-                yield KVFill(stop, n_layers, leaving)
+                shadow = ctl.shadow(leaving)
+                yield KVFill(stop, n_layers, leaving & ~shadow)
                 active &= ~leaving
-                yield Compact(active & leaving.any(axis=1)[:, None])
+                shadowing |= shadow
+                yield Compact((active | shadowing) & leaving.any(axis=1)[:, None])
         layer = stop + 1
-    yield FinalHead(active)
+    yield FinalHead(active | shadowing)
     ctl.emit(n_layers, active)
 
 
@@ -207,9 +215,13 @@ def monotone(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
         rows = b.rows & (depth == d)[:, None]
         yield Layers(0, int(d), rows)
         yield FinalHead(rows)
-        if d < n:
-            yield KVFill(int(d), n, rows)
         ctl.emit(int(d), rows)
+        if d < n:
+            shadow = ctl.shadow(rows)
+            yield KVFill(int(d), n, rows & ~shadow)
+            if shadow.any():
+                yield Layers(int(d), n, shadow)
+                yield FinalHead(shadow)
 
 
 def selfspec(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:

@@ -91,7 +91,13 @@ class Replica:
         generated = np.array([r.generated for r in rows])
         remaining = np.array([r.remaining for r in rows])
         k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
-        if cfg.name == "selfspec":
+        exits_enabled = sim.exits_enabled(sim.env.now)
+        if cfg.name == "selfspec" and not exits_enabled:  # kill switch: plain decoding
+            k_steps = min(k_steps, int(remaining.min()))
+            position = generated + np.arange(k_steps)[:, None]
+            drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
+            emitted = np.ones((k_steps, len(rows)), np.int64)
+        elif cfg.name == "selfspec":
             drafted, accepted, position = speculation(
                 sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
                 cfg.drafts, k_steps)
@@ -107,7 +113,8 @@ class Replica:
             emitted = np.ones((k_steps, len(rows)), np.int64)
         tokens = sim.behaviour.token_index(trace_req, position)
         expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])
-        ctl = TraceController(sim.behaviour, tokens, expected, position)
+        ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
+                              sim.shadow_mask(req, position))
         if cfg.name == "selfspec":
             ctl.drafted, ctl.accepted = drafted, accepted
         batch = _Batch(np.ones((k_steps, len(rows)), bool), sim.n_layers)
@@ -127,6 +134,7 @@ class Replica:
                 sim.output_tokens[row.request] = row.generated
                 sim.layer_evals[row.request] += pricer.layer_evals[:k, i].sum()
                 sim.differs[row.request] += int(differs[:k, i].sum())
+                sim.shadowed[row.request] += int(ctl.shadowed[:k, i].sum())
                 if cfg.name == "selfspec":
                     sim.drafted[row.request] += int(drafted[:k, i].sum())
                     sim.accepted[row.request] += int(accepted[:k, i].sum())

@@ -51,6 +51,8 @@ class SimulationRequest(BaseModel):
     router: str = "round-robin"
     map_depth: bool = False
     seed: int = 0
+    shadow_rate: float = Field(0.0, ge=0, le=1)
+    kill_at: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one_load(self) -> SimulationRequest:
@@ -118,7 +120,8 @@ def prepare(req: SimulationRequest):
 def run_simulation(req: SimulationRequest, out: Path | None = None) -> SimResult:
     cost, behaviour, workload, strategy, sched = prepare(req)
     result = simulate(cost, behaviour, workload, strategy, sched, replicas=req.replicas,
-                      router=req.router, task_mix=req.mix(), seed=req.seed)
+                      router=req.router, task_mix=req.mix(), seed=req.seed,
+                      shadow_rate=req.shadow_rate, kill_at=req.kill_at)
     result.summary["request"] = req.model_dump(mode="json")
     if out is not None:
         write_parquet_atomic(result.requests, out / "requests.parquet", "{}")

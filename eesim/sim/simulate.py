@@ -38,7 +38,9 @@ class Simulation:
 
     def __init__(self, cost: CostModel, behaviour: Behaviour, workload: Workload,
                  strategy: StrategyConfig, sched: SchedulerConfig, replicas: int,
-                 router: Router, binding: np.ndarray) -> None:
+                 router: Router, binding: np.ndarray, shadow_rate: float = 0.0,
+                 kill_at: float | None = None, seed: int = 0) -> None:
+        self.shadow_rate, self.kill_at, self.seed = shadow_rate, kill_at, seed
         self.env = simpy.Environment()
         self.cost, self.behaviour, self.workload = cost, behaviour, workload
         self.strategy, self.router = strategy, router
@@ -56,6 +58,7 @@ class Simulation:
         self.differs = np.zeros(n, np.int64)
         self.drafted = np.zeros(n, np.int64)
         self.accepted = np.zeros(n, np.int64)
+        self.shadowed = np.zeros(n, np.int64)
         self.prefill_tokens = 0
         mem = cost.meta.memory
         self.block_bytes = sched.block_tokens * self.n_layers * mem["kv_bytes_per_token_per_layer"]
@@ -95,9 +98,30 @@ class Simulation:
         replica.submit(Row(i, int(self.workload.prompt_len[i]), int(self.workload.output_len[i])))
 
     def next_arrival_after(self, now: float) -> float | None:
-        if self.workload.concurrency is not None or self._next >= len(self.workload):
-            return None
-        return float(self.arrival[self._next])
+        """When the batch may next change from outside: an arrival, or the kill switch."""
+        events = []
+        if self.workload.concurrency is None and self._next < len(self.workload):
+            events.append(float(self.arrival[self._next]))
+        if self.kill_at is not None and now < self.kill_at:
+            events.append(self.kill_at)
+        return min(events) if events else None
+
+    def exits_enabled(self, now: float) -> bool:
+        """False once the kill switch has fired: every token goes to full depth."""
+        return self.kill_at is None or now < self.kill_at
+
+    def shadow_mask(self, request: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """(K, R) tokens sampled for the full-depth shadow stream: a seeded hash of
+        (request, position) below the shadow rate, so the sample does not depend on batching."""
+        if self.shadow_rate <= 0:
+            return np.zeros(position.shape, bool)
+        mix = (np.uint64(self.seed) * np.uint64(0x9E3779B97F4A7C15)
+               + request.astype(np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
+               + position.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+        mix ^= mix >> np.uint64(31)
+        mix *= np.uint64(0xD6E8FEB86659FD93)
+        mix ^= mix >> np.uint64(32)
+        return (mix >> np.uint64(11)).astype(np.float64) / float(1 << 53) < self.shadow_rate
 
     def complete(self, row: Row, now: float) -> None:
         self.completion[row.request] = now
@@ -115,10 +139,16 @@ class Simulation:
 
 def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
              sched: SchedulerConfig, *, replicas: int = 1, router: Router = "round-robin",
-             task_mix: dict[str, float] | None = None, seed: int = 0) -> SimResult:
-    """Run the workload through `replicas` replicas serving with `strategy`."""
+             task_mix: dict[str, float] | None = None, seed: int = 0, shadow_rate: float = 0.0,
+             kill_at: float | None = None) -> SimResult:
+    """Run the workload through `replicas` replicas serving with `strategy`; `shadow_rate` of
+    early-exited tokens also run to full depth; from `kill_at` seconds on, exits are off."""
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
+    if not 0 <= shadow_rate <= 1:
+        raise ValueError(f"shadow rate must be in [0, 1], got {shadow_rate}")
+    if kill_at is not None and kill_at < 0:
+        raise ValueError(f"kill switch time must be >= 0 s, got {kill_at}")
     if behaviour.n_layers != cost.meta.model.n_layers:
         raise ValueError(f"behaviour has {behaviour.n_layers} layers, the profile's model "
                          f"{cost.meta.model.n_layers}")
@@ -126,7 +156,8 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
     tasks = assign_tasks(len(workload), task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))},
                          seed)
     binding = behaviour.bind(tasks, seed)
-    sim = Simulation(cost, behaviour, workload, strategy, sched, replicas, router, binding)
+    sim = Simulation(cost, behaviour, workload, strategy, sched, replicas, router, binding,
+                     shadow_rate, kill_at, seed)
     sim.env.run()
     if sim.completed != len(workload):
         raise RuntimeError(f"simulation ended with {sim.completed} of {len(workload)} completed")
@@ -136,6 +167,7 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         "completion_s": sim.completion, "prompt_tokens": workload.prompt_len,
         "output_tokens": sim.output_tokens, "layer_evals": sim.layer_evals,
         "drafted": sim.drafted, "accepted": sim.accepted, "differs": sim.differs,
+        "shadowed": sim.shadowed,
     })
     summary = summarize(requests)
     summary.update({
@@ -143,6 +175,9 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         "extrapolated": cost.extrapolated,
         "extrapolated_points": dict(cost.extrapolations),
         "preemptions": sum(r.sched.preemptions for r in sim.replicas),
+        "shadow_rate": shadow_rate,
+        "shadow_tokens": int(sim.shadowed.sum()),
+        "kill_at_s": kill_at,
         "depth_mapped_from": behaviour.mapped_from,
         "profile": cost.label,
         "strategy": strategy.model_dump(),

@@ -22,7 +22,11 @@ class TraceController:
     """
 
     def __init__(self, behaviour: Behaviour, tokens: np.ndarray, last_depth: np.ndarray,
-                 positions: np.ndarray | None = None) -> None:
+                 positions: np.ndarray | None = None, exits_enabled: bool = True,
+                 shadow: np.ndarray | None = None) -> None:
+        self.exits_enabled = exits_enabled
+        self.shadow_mask = np.zeros(tokens.shape, bool) if shadow is None else shadow
+        self.shadowed = np.zeros(tokens.shape, bool)
         self.b = behaviour
         self.tokens = tokens
         self.pass_bits = behaviour.pass_bits[tokens]
@@ -34,9 +38,18 @@ class TraceController:
         self.drafted = np.zeros(tokens.shape, dtype=np.int64)
 
     def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
+        if not self.exits_enabled:
+            return np.zeros_like(rows)
         return rows & bit(self.pass_bits, layer)
 
+    def shadow(self, rows: np.ndarray) -> np.ndarray:
+        chosen = rows & self.shadow_mask
+        self.shadowed |= chosen
+        return chosen
+
     def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
+        if not self.exits_enabled:
+            return n_layers
         bits = int(np.bitwise_or.reduce(self.pass_bits[rows], initial=np.uint64(0)))
         bits &= ~((1 << (layer - 1)) - 1)  # only layers >= `layer`
         if every > 1:  # only check layers: bit l-1 for l divisible by `every`
@@ -51,6 +64,8 @@ class TraceController:
 
     def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
         n = self.b.n_layers
+        if not self.exits_enabled:
+            return np.full(rows.shape[0], n)
         pos = np.where(rows, self.positions, np.iinfo(np.int64).max).min(axis=1)
         pos = np.where(rows.any(axis=1), pos, 0)
         return np.maximum(min_layer, n - (n - min_layer) * np.minimum(pos, horizon) // horizon)
