@@ -47,27 +47,10 @@ class Replica:
             self.sched.make_room(self.tokens_per_step)
             admitted = self.sched.admit(self.tokens_per_step)
             decoding = [r for r in self.sched.running if not r.needs_prefill]
-            if admitted:
-                seconds = self.prefill(admitted)
-                if decoding:
-                    step, apply = self.decode(decoding, 1, None)
-                    seconds += float(step[0])
-                else:
-                    apply = None
-                yield env.timeout(seconds)
-                for row in admitted:
-                    row.needs_prefill = False
-                    if row.generated == 0:
-                        sim.first_token[row.request] = env.now
-                    row.generated += 1
-                    row.last_depth = cfg_first_depth(sim)
-                    sim.output_tokens[row.request] = row.generated
-                if apply:
-                    apply(1, env.now)
-            else:
-                steps, apply = self.decode(decoding, BULK, sim.next_arrival_after(env.now))
-                yield env.timeout(float(steps.sum()))
-                apply(len(steps), env.now)
+            prefill = self.prefill(admitted) if admitted else 0.0
+            steps, apply = self.decode(decoding, admitted, prefill, sim.next_arrival_after(env.now))
+            yield env.timeout(float(steps.sum()))
+            apply(env.now)
             sim.record_memory(self)
             for row in self.sched.finish():
                 sim.complete(row, env.now)
@@ -82,64 +65,80 @@ class Replica:
         self.sim.prefill_tokens += int(query.sum())  # prompt work is not per output token
         return float(pricer.seconds[0])
 
-    def decode(self, rows: list[Row], bulk: int, next_arrival: float | None):
-        """Price up to `bulk` decode steps of `rows`; return step seconds and an applier."""
+    def decode(self, decoding: list[Row], joining: list[Row], prefill_s: float,
+               next_arrival: float | None):
+        """Plan and price up to BULK steps of `decoding` rows; rows in `joining` prefill in
+        step 0 (its time includes `prefill_s`) and decode from step 1. Returns the seconds of
+        the steps kept and a function that applies them at the time they end."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
+        rows = decoding + joining
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]
-        generated = np.array([r.generated for r in rows])
-        remaining = np.array([r.remaining for r in rows])
-        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+        join = np.array([0] * len(decoding) + [1] * len(joining))     # first decode step
+        generated = np.array([r.generated for r in rows]) + join    # prefill emits a token
+        remaining = np.array([r.remaining for r in rows]) - join
+        k_steps = max(1, min(BULK, self._memory_tokens() // self.tokens_per_step))
+        k_steps = min(k_steps, int((remaining + join).min())) if len(rows) else 1
+        k_steps = max(k_steps, 1)
+        step = np.arange(k_steps)[:, None]
+        present = step >= join                                      # (K, R)
         exits_enabled = sim.exits_enabled(sim.env.now)
-        if cfg.name == "selfspec" and not exits_enabled:  # kill switch: plain decoding
-            k_steps = min(k_steps, int(remaining.min()))
-            position = generated + np.arange(k_steps)[:, None]
-            drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
-            emitted = np.ones((k_steps, len(rows)), np.int64)
-        elif cfg.name == "selfspec":
+        if cfg.name == "selfspec" and exits_enabled:
             drafted, accepted, position = speculation(
                 sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
                 cfg.drafts, k_steps)
-            emitted = np.minimum(accepted + 1, np.maximum(remaining - (position - generated), 0))
-            done_at = np.cumsum(emitted, axis=0) >= remaining
-            first_done = np.flatnonzero(done_at.any(axis=1))
+            drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
+            emitted = np.where(present, np.minimum(accepted + 1, np.maximum(
+                remaining - (position - generated), 0)), 0)
+            done = (np.cumsum(emitted, axis=0) >= remaining) & present
+            first_done = np.flatnonzero(done.any(axis=1))
             k_steps = int(first_done[0]) + 1 if len(first_done) else k_steps
-            drafted, accepted, position, emitted = (a[:k_steps] for a in
-                                                    (drafted, accepted, position, emitted))
         else:
-            k_steps = min(k_steps, int(remaining.min()))
-            position = generated + np.arange(k_steps)[:, None]
-            emitted = np.ones((k_steps, len(rows)), np.int64)
+            position = generated + np.maximum(step - join, 0)
+            drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
+            emitted = present.astype(np.int64)
+        drafted, accepted, position, emitted, present = (
+            a[:k_steps] for a in (drafted, accepted, position, emitted, present))
         tokens = sim.behaviour.token_index(trace_req, position)
         expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])
         ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
-                              sim.shadow_mask(req, position))
+                              sim.shadow_mask(req, position) & present)
         if cfg.name == "selfspec":
             ctl.drafted, ctl.accepted = drafted, accepted
-        batch = _Batch(np.ones((k_steps, len(rows)), bool), sim.n_layers)
         pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position)
-        for op in plan(cfg, batch, ctl):
-            pricer.price(op)
+        if present.any():
+            for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
+                pricer.price(op)
         steps = pricer.seconds
+        steps[0] += prefill_s
         if next_arrival is not None and k_steps > 1:
             starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
             k_steps = max(1, int((starts < next_arrival).sum()))
             steps = steps[:k_steps]
         differs = ctl.differs()
+        first_token_at = sim.env.now + steps[0]
 
-        def apply(k: int, now: float) -> None:
+        def apply(now: float) -> None:
+            k = len(steps)
             for i, row in enumerate(rows):
+                if join[i]:
+                    row.needs_prefill = False
+                    if row.generated == 0:
+                        sim.first_token[row.request] = first_token_at
+                    row.generated += 1
+                    row.last_depth = cfg_first_depth(sim)
                 row.generated += int(emitted[:k, i].sum())
-                sim.output_tokens[row.request] = row.generated
-                sim.layer_evals[row.request] += pricer.layer_evals[:k, i].sum()
-                sim.differs[row.request] += int(differs[:k, i].sum())
-                sim.shadowed[row.request] += int(ctl.shadowed[:k, i].sum())
-                if cfg.name == "selfspec":
-                    sim.drafted[row.request] += int(drafted[:k, i].sum())
-                    sim.accepted[row.request] += int(accepted[:k, i].sum())
-                else:
-                    row.last_depth = int(ctl.exit_layer[k - 1, i]) or sim.n_layers
+                depth = ctl.exit_layer[:k, i][present[:k, i]]
+                if cfg.name != "selfspec" and len(depth):
+                    row.last_depth = int(depth[-1]) or sim.n_layers
+            idx = req
+            sim.output_tokens[idx] = [r.generated for r in rows]
+            sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)
+            sim.differs[idx] += (differs[:k] & present[:k]).sum(axis=0)
+            sim.shadowed[idx] += ctl.shadowed[:k].sum(axis=0)
+            sim.drafted[idx] += drafted[:k].sum(axis=0)
+            sim.accepted[idx] += accepted[:k].sum(axis=0)
 
         return steps, apply
 
@@ -158,6 +157,16 @@ class Replica:
 def cfg_first_depth(sim) -> int:
     """Expected depth of a row's first decoded token (regroup): optimistic, the first check."""
     return sim.strategy.min_layer + 1
+
+
+def _delay(a: np.ndarray, join: np.ndarray) -> np.ndarray:
+    """Shift the columns of rows that join at step 1 down by one step (zeros first)."""
+    out = a.copy()
+    cols = np.flatnonzero(join)
+    if len(cols):
+        out[1:, cols] = a[:-1, cols]
+        out[0, cols] = 0
+    return out
 
 
 class _Batch:
