@@ -480,6 +480,8 @@ def simulate(
     task_mix: str = typer.Option(None, help="e.g. prose=1,code=1,json=2 (default: even)."),
     max_batch: int = typer.Option(16, help="Rows decoded together."),
     batching: str = typer.Option("continuous", help="continuous | static"),
+    prefill: str = typer.Option("whole", help="whole | chunked"),
+    max_batched_tokens: int = typer.Option(8192, help="Prompt tokens prefilled per step."),
     kv_memory: float = typer.Option(None, help="GiB for KV blocks (default: device memory less "
                                                 "weights, 90%)."),
     replicas: int = typer.Option(1, help="Replicas behind the router."),
@@ -504,7 +506,8 @@ def simulate(
             burstiness=burstiness, arrivals=arrivals, time_scale=time_scale,
             concurrency=concurrency, requests=requests, prompt_len=prompt_len,
             output_len=output_len, max_prompt=max_prompt, max_output=max_output,
-            task_mix=task_mix, max_batch=max_batch, batching=batching, kv_memory_gib=kv_memory,
+            task_mix=task_mix, max_batch=max_batch, batching=batching, prefill=prefill,
+            max_batched_tokens=max_batched_tokens, kv_memory_gib=kv_memory,
             replicas=replicas, router=router, map_depth=map_depth, seed=seed,
             shadow_rate=shadow_rate, kill_at=kill_at)
         with console.status("simulating"):

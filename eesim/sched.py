@@ -24,6 +24,9 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batching: Literal["continuous", "static"] = "continuous"
+    prefill: Literal["whole", "chunked"] = Field(
+        "whole", description="whole: a prompt in one step; chunked: at most max_batched_tokens "
+                             "prompt tokens per step, decode steps interleaved")
     max_batch: int = Field(16, ge=1, description="Rows decoded together.")
     max_batched_tokens: int = Field(8192, ge=1, description="Prompt tokens prefilled per step.")
     block_tokens: int = Field(16, ge=1, description="Tokens per KV block.")
@@ -39,6 +42,7 @@ class Row:
     output: int
     generated: int = 0
     needs_prefill: bool = True
+    prefilled: int = 0  # tokens of the context already in the KV cache
     last_depth: int = 0
 
     @property
@@ -93,8 +97,9 @@ class Scheduler:
         while self.waiting and len(self.running) < self.cfg.max_batch:
             row = self.waiting[0]
             need = self.blocks(row.context + 1)
-            if used + need > self.capacity_blocks or (
-                    admitted and tokens + row.context > self.cfg.max_batched_tokens):
+            over_budget = (self.cfg.prefill == "whole" and admitted
+                           and tokens + row.context > self.cfg.max_batched_tokens)
+            if used + need > self.capacity_blocks or over_budget:
                 if not self.running and not admitted:
                     raise ValueError(f"request {row.request} needs {need} KV blocks, more than "
                                      f"the {self.capacity_blocks} that fit in memory")
@@ -112,10 +117,28 @@ class Scheduler:
         while len(self.running) > 1 and self.used_blocks(ahead) > self.capacity_blocks:
             row = self.running.pop()
             row.needs_prefill = True
+            row.prefilled = 0
             self.waiting.appendleft(row)
             preempted.append(row)
             self.preemptions += 1
         return preempted
+
+    def prefill_chunks(self) -> list[tuple[Row, int]]:
+        """(row, tokens to prefill this step) for the rows still prefilling, in admission
+        order; chunked prefill shares `max_batched_tokens` among them."""
+        budget = self.cfg.max_batched_tokens if self.cfg.prefill == "chunked" else None
+        chunks = []
+        for row in self.running:
+            if not row.needs_prefill:
+                continue
+            todo = row.context - row.prefilled
+            chunk = todo if budget is None else min(todo, budget)
+            if chunk <= 0:
+                break
+            chunks.append((row, chunk))
+            if budget is not None:
+                budget -= chunk
+        return chunks
 
     def finish(self) -> list[Row]:
         done = [r for r in self.running if r.remaining <= 0]

@@ -105,13 +105,16 @@ def test_selfspec_acceptance_matches_the_trace(cost, trace):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(["full", *EARLY_EXIT]), rate=st.floats(5, 400),
-       max_batch=st.integers(1, 12), kv_blocks=st.integers(12, 60), seed=st.integers(0, 99))
+       max_batch=st.integers(1, 12), kv_blocks=st.integers(12, 60), seed=st.integers(0, 99),
+       chunk=st.sampled_from([None, 8, 32]))
 def test_every_request_completes_once_in_order_within_memory(cost, trace, policy, name, rate,
-                                                             max_batch, kv_blocks, seed):
+                                                             max_batch, kv_blocks, seed, chunk):
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(rate, 30, seed=seed, prompt=(8, 40), output=(2, 60))
     block_bytes = 16 * 8 * cost.meta.memory["kv_bytes_per_token_per_layer"]
-    sched = SchedulerConfig(max_batch=max_batch, kv_capacity_bytes=kv_blocks * block_bytes)
+    sched = SchedulerConfig(max_batch=max_batch, kv_capacity_bytes=kv_blocks * block_bytes,
+                            prefill="chunked" if chunk else "whole",
+                            max_batched_tokens=chunk or 8192)
     r = run(cost, behaviour, name, workload, sched=sched, seed=seed)
     req = r.requests
     assert (req["output_tokens"].to_numpy() == workload.output_len).all()
@@ -210,3 +213,13 @@ def test_static_batching_waits_for_the_whole_batch(cost, trace):
                  sched=SchedulerConfig(max_batch=8, batching="static")).summary
     assert static["ttft_s"]["mean"] > cont["ttft_s"]["mean"]
     assert static["throughput_tokens_per_s"] < cont["throughput_tokens_per_s"]
+
+
+def test_chunked_prefill_keeps_long_prompts_from_stalling_decodes(cost, trace):
+    behaviour = from_trace(trace, None, 8)
+    workload = poisson(40.0, 80, seed=6, prompt=(16, 700), output=(32, 64))
+    whole = run(cost, behaviour, "full", workload, sched=SchedulerConfig(max_batch=16)).summary
+    chunked = run(cost, behaviour, "full", workload, sched=SchedulerConfig(
+        max_batch=16, prefill="chunked", max_batched_tokens=64)).summary
+    assert chunked["tpot_s"]["p99"] < whole["tpot_s"]["p99"]
+    assert chunked["output_tokens"] == whole["output_tokens"]

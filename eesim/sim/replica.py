@@ -45,40 +45,50 @@ class Replica:
                 self.wake = None
                 continue
             self.sched.make_room(self.tokens_per_step)
-            admitted = self.sched.admit(self.tokens_per_step)
+            self.sched.admit(self.tokens_per_step)
             decoding = [r for r in self.sched.running if not r.needs_prefill]
-            prefill = self.prefill(admitted) if admitted else 0.0
-            steps, apply = self.decode(decoding, admitted, prefill, sim.next_arrival_after(env.now))
+            chunks = self.sched.prefill_chunks()
+            prefill = self.prefill(chunks) if chunks else 0.0
+            completing = [r for r, c in chunks if r.prefilled + c == r.context]
+            for row, chunk in chunks:
+                row.prefilled += chunk
+            partial = len(completing) < len(chunks)  # a prompt continues next step
+            steps, apply = self.decode(decoding, completing, prefill,
+                                       sim.next_arrival_after(env.now), 1 if partial else BULK)
             yield env.timeout(float(steps.sum()))
             apply(env.now)
             sim.record_memory(self)
             for row in self.sched.finish():
                 sim.complete(row, env.now)
 
-    def prefill(self, rows: list[Row]) -> float:
-        """Seconds to prefill `rows` (prompt plus anything generated before a preemption)."""
-        mask = np.ones((1, len(rows)), bool)
-        query = np.array([[r.context for r in rows]])
-        pricer = Pricer(self.sim.cost, np.zeros((1, len(rows))))
+    def prefill(self, chunks: list[tuple[Row, int]]) -> float:
+        """Seconds to prefill a chunk of each row (of its prompt plus anything generated before
+        a preemption), after the part already in its KV cache."""
+        mask = np.ones((1, len(chunks)), bool)
+        query = np.array([[c for _, c in chunks]])
+        pricer = Pricer(self.sim.cost, np.array([[r.prefilled for r, _ in chunks]]))
         pricer.price(Layers(0, self.sim.n_layers, mask, query))
-        pricer.price(FinalHead(mask))
+        done = np.array([[r.prefilled + c == r.context for r, c in chunks]])
+        pricer.price(FinalHead(done))  # only a finished prompt yields its first token
         self.sim.prefill_tokens += int(query.sum())  # prompt work is not per output token
         return float(pricer.seconds[0])
 
     def decode(self, decoding: list[Row], joining: list[Row], prefill_s: float,
-               next_arrival: float | None):
+               next_arrival: float | None, bulk: int = BULK):
         """Plan and price up to BULK steps of `decoding` rows; rows in `joining` prefill in
         step 0 (its time includes `prefill_s`) and decode from step 1. Returns the seconds of
         the steps kept and a function that applies them at the time they end."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
         rows = decoding + joining
+        if not rows:  # only prompts still prefilling: the step is their chunk
+            return np.array([prefill_s]), lambda now: None
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]
         join = np.array([0] * len(decoding) + [1] * len(joining))     # first decode step
         generated = np.array([r.generated for r in rows]) + join    # prefill emits a token
         remaining = np.array([r.remaining for r in rows]) - join
-        k_steps = max(1, min(BULK, self._memory_tokens() // self.tokens_per_step))
+        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
         k_steps = min(k_steps, int((remaining + join).min())) if len(rows) else 1
         k_steps = max(k_steps, 1)
         step = np.arange(k_steps)[:, None]

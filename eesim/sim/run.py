@@ -46,6 +46,8 @@ class SimulationRequest(BaseModel):
     task_mix: str | None = None
     max_batch: int = Field(16, ge=1)
     batching: str = "continuous"
+    prefill: str = "whole"
+    max_batched_tokens: int = Field(8192, ge=1)
     kv_memory_gib: float | None = Field(None, gt=0)
     replicas: int = Field(1, ge=1)
     router: str = "round-robin"
@@ -112,7 +114,8 @@ def prepare(req: SimulationRequest):
     if capacity <= 0:
         raise ValueError(f"{req.profile}: the weights ({mem['weights_bytes'] / 2**30:.1f} GiB) leave "
                          f"no memory for KV; give --kv-memory")
-    sched = SchedulerConfig(batching=req.batching, max_batch=req.max_batch,
+    sched = SchedulerConfig(batching=req.batching, max_batch=req.max_batch, prefill=req.prefill,
+                            max_batched_tokens=req.max_batched_tokens,
                             kv_capacity_bytes=int(capacity))
     return cost, behaviour, req.workload(), strategy, sched
 
