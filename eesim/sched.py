@@ -43,6 +43,7 @@ class Row:
     generated: int = 0
     needs_prefill: bool = True
     prefilled: int = 0  # tokens of the context already in the KV cache
+    deferred: object = None  # kv='defer': tokens owed to each layer (numpy array), or None
     last_depth: int = 0
 
     @property
@@ -118,6 +119,7 @@ class Scheduler:
             row = self.running.pop()
             row.needs_prefill = True
             row.prefilled = 0
+            row.deferred = None
             self.waiting.appendleft(row)
             preempted.append(row)
             self.preemptions += 1

@@ -46,10 +46,11 @@ def strategy(name: str) -> StrategyConfig:
     return StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate")
 
 
-def run(cost, behaviour, name, workload=None, **kw):
+def run(cost, behaviour, name, workload=None, strategy_kv=None, **kw):
     workload = workload or poisson(50.0, 60, seed=3, output=(24, 40))
     sched = kw.pop("sched", SchedulerConfig(max_batch=8))
-    return simulate(cost, behaviour, workload, strategy(name), sched, **kw)
+    cfg = strategy(name) if strategy_kv is None else StrategyConfig(name=name, kv=strategy_kv)
+    return simulate(cost, behaviour, workload, cfg, sched, **kw)
 
 
 @pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
@@ -106,16 +107,18 @@ def test_selfspec_acceptance_matches_the_trace(cost, trace):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(["full", *EARLY_EXIT]), rate=st.floats(5, 400),
        max_batch=st.integers(1, 12), kv_blocks=st.integers(12, 60), seed=st.integers(0, 99),
-       chunk=st.sampled_from([None, 8, 32]))
+       chunk=st.sampled_from([None, 8, 32]), defer=st.booleans())
 def test_every_request_completes_once_in_order_within_memory(cost, trace, policy, name, rate,
-                                                             max_batch, kv_blocks, seed, chunk):
+                                                             max_batch, kv_blocks, seed, chunk,
+                                                             defer):
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(rate, 30, seed=seed, prompt=(8, 40), output=(2, 60))
     block_bytes = 16 * 8 * cost.meta.memory["kv_bytes_per_token_per_layer"]
     sched = SchedulerConfig(max_batch=max_batch, kv_capacity_bytes=kv_blocks * block_bytes,
                             prefill="chunked" if chunk else "whole",
                             max_batched_tokens=chunk or 8192)
-    r = run(cost, behaviour, name, workload, sched=sched, seed=seed)
+    kv = "defer" if defer and name != "selfspec" else None
+    r = run(cost, behaviour, name, workload, strategy_kv=kv, sched=sched, seed=seed)
     req = r.requests
     assert (req["output_tokens"].to_numpy() == workload.output_len).all()
     assert (req["first_token_s"] >= req["arrival_s"]).all()
@@ -223,3 +226,28 @@ def test_chunked_prefill_keeps_long_prompts_from_stalling_decodes(cost, trace):
         max_batch=16, prefill="chunked", max_batched_tokens=64)).summary
     assert chunked["tpot_s"]["p99"] < whole["tpot_s"]["p99"]
     assert chunked["output_tokens"] == whole["output_tokens"]
+
+
+def test_deferred_kv_is_caught_up_by_the_next_token_that_reaches_the_layer(cost):
+    """One row, three steps, four layers: the first token exits after layer 2, so the second
+    token runs layers 3 and 4 for two positions (itself and the catch-up)."""
+    from eesim.plan.ops import Layers
+    from eesim.sim.step import Pricer
+
+    present = np.ones((3, 1), bool)
+    pricer = Pricer(cost, np.full((3, 1), 10), present, deferred=np.zeros((1, 4), np.int64))
+    pricer.price(Layers(0, 2, present))
+    pricer.price(Layers(2, 4, np.array([[False], [True], [True]])))
+    seconds = pricer.seconds
+    assert pricer.layer_evals[:, 0].tolist() == [2, 1 + 1 + 2 + 2, 4]
+    assert pricer.deferred_after(1)[0].tolist() == [0, 0, 1, 1]
+    assert pricer.deferred_after(3)[0].tolist() == [0, 0, 0, 0]
+    assert seconds[1] > seconds[2] > seconds[0]
+
+
+def test_defer_trades_kv_fill_for_catch_up_work(cost, trace, policy):
+    behaviour = from_trace(trace, policy, 8)
+    propagate = run(cost, behaviour, "compact").summary
+    defer = run(cost, behaviour, "compact", strategy_kv="defer").summary
+    assert defer["layers_per_token"] > propagate["layers_per_token"]
+    assert defer["quality_delta"] == propagate["quality_delta"]

@@ -38,7 +38,9 @@ class StrategyConfig(BaseModel):
 
     name: Literal["full", "sync", "compact", "regroup", "selfspec", "monotone"] = "full"
     kv: Literal["propagate", "defer", "shared"] = Field(
-        "propagate", description="KV of skipped layers: propagate (CALM), defer (EE-LLM), shared "
+        "propagate", description="KV of skipped layers: propagate (CALM: projected from the exit "
+                                 "state at once), defer (EE-LLM: recomputed with the row's next "
+                                 "token that reaches the layer, as a catch-up chunk), shared "
                                  "(LayerSkip self-speculation)")
     min_layer: int = Field(1, ge=1, description="No exit check before this layer.")
     check_every: int = Field(1, ge=1, description="Exit checks only at layers divisible by this "
@@ -96,9 +98,6 @@ class Controller(Protocol):
 
 def plan(cfg: StrategyConfig, batch: Batch, ctl: Controller) -> Iterator[Op]:
     """The step plan of `cfg.name` for this batch."""
-    if cfg.kv == "defer" and cfg.name != "full":
-        raise NotImplementedError("kv='defer' (EE-LLM catch-up chunks) is not modelled yet; "
-                                  "use kv='propagate'")
     return _STEPS[cfg.name](cfg, batch, ctl)
 
 
@@ -152,7 +151,8 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
             if leaving.any():
                 ctl.emit(stop, leaving)
                 shadow = ctl.shadow(leaving)
-                yield KVFill(stop, n_layers, leaving & ~shadow)
+                if cfg.kv == "propagate":
+                    yield KVFill(stop, n_layers, leaving & ~shadow)
                 active &= ~leaving
                 shadowing |= shadow
                 yield Compact((active | shadowing) & leaving.any(axis=1)[:, None])
@@ -184,7 +184,8 @@ def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
             undecided &= ~leaving
             stopping = running.any(axis=1) & ~undecided.any(axis=1)
             if stopping.any():  # every row decided: skipped layers still need their K/V
-                yield KVFill(stop, n, running & stopping[:, None])
+                if cfg.kv == "propagate":
+                    yield KVFill(stop, n, running & stopping[:, None])
                 running &= ~stopping[:, None]
         layer = stop + 1
     yield FinalHead(undecided)
@@ -218,7 +219,8 @@ def monotone(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
         ctl.emit(int(d), rows)
         if d < n:
             shadow = ctl.shadow(rows)
-            yield KVFill(int(d), n, rows & ~shadow)
+            if cfg.kv == "propagate":
+                yield KVFill(int(d), n, rows & ~shadow)
             if shadow.any():
                 yield Layers(int(d), n, shadow)
                 yield FinalHead(shadow)

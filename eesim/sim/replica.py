@@ -116,7 +116,12 @@ class Replica:
                               sim.shadow_mask(req, position) & present)
         if cfg.name == "selfspec":
             ctl.drafted, ctl.accepted = drafted, accepted
-        pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position)
+        deferred = None
+        if cfg.kv == "defer" and cfg.name != "selfspec":
+            zero = np.zeros(sim.n_layers, np.int64)
+            deferred = np.stack([zero if r.deferred is None or j else r.deferred
+                                 for r, j in zip(rows, join, strict=True)])
+        pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position, present, deferred)
         if present.any():
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)
@@ -129,6 +134,8 @@ class Replica:
         differs = ctl.differs()
         first_token_at = sim.env.now + steps[0]
 
+        owed_after = pricer.deferred_after(len(steps)) if deferred is not None else None
+
         def apply(now: float) -> None:
             k = len(steps)
             for i, row in enumerate(rows):
@@ -139,6 +146,8 @@ class Replica:
                     row.generated += 1
                     row.last_depth = cfg_first_depth(sim)
                 row.generated += int(emitted[:k, i].sum())
+                if deferred is not None:
+                    row.deferred = owed_after[i]
                 depth = ctl.exit_layer[:k, i][present[:k, i]]
                 if cfg.name != "selfspec" and len(depth):
                     row.last_depth = int(depth[-1]) or sim.n_layers

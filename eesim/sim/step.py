@@ -109,12 +109,19 @@ class Pricer:
     per term instead of one per operation); the sum is the same.
     """
 
-    def __init__(self, cost: CostModel, context: np.ndarray) -> None:
+    def __init__(self, cost: CostModel, context: np.ndarray, present: np.ndarray | None = None,
+                 deferred: np.ndarray | None = None) -> None:
         self.cost = cost
         self.context = context.astype(float)
         self.k = context.shape[0]
         self.layer_evals = np.zeros(context.shape)
         self._pending: dict[str, list[tuple]] = {}
+        self._seconds: np.ndarray | None = None
+        # kv='defer': (R, L) tokens each row still owes each layer before this plan; every
+        # layer a row runs then processes 1 + what it owes (the catch-up chunk).
+        self.deferred = deferred
+        self.present = present
+        self._runs: list[tuple[int, int, np.ndarray]] = []
 
     def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
         self._pending.setdefault(term, []).append((n, query, context, times))
@@ -127,7 +134,9 @@ class Pricer:
         self._add(term, n, q, ctx, times)
 
     def price(self, op) -> None:
-        if isinstance(op, Layers):
+        if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
+            self._runs.append((op.start, op.end, op.rows))
+        elif isinstance(op, Layers):
             span = op.end - op.start
             if span:
                 self._rows("layer", op.rows, op.query, span, with_context=True)
@@ -149,9 +158,36 @@ class Pricer:
         else:
             raise TypeError(f"no price for operation {op!r}")
 
+    def _price_catch_up(self) -> None:
+        """Layers under kv='defer': each run of layer l by a row processes 1 + the tokens that
+        skipped l since the row last ran it (they are caught up together)."""
+        n_layers = self.deferred.shape[1]
+        ran = np.zeros((n_layers, *self.context.shape), bool)
+        for start, end, rows in self._runs:
+            ran[start:end] |= rows
+        owed = np.zeros_like(ran, dtype=np.int64)
+        owed[:, 0] = self.deferred.T
+        for k in range(1, self.k):  # tokens of earlier steps that skipped the layer
+            owed[:, k] = np.where(ran[:, k - 1], 0, owed[:, k - 1] + self.present[k - 1])
+        self._owed, self._ran = owed, ran
+        for start, end, rows in self._runs:
+            for layer in range(start, end):
+                query = 1 + owed[layer]
+                self._rows("layer", rows, query, 1, with_context=True)
+                self.layer_evals += np.where(rows, query, 0)
+
+    def deferred_after(self, k: int) -> np.ndarray:
+        """(R, L) tokens each row owes each layer after the first k steps."""
+        last = np.where(self._ran[:, k - 1], 0, self._owed[:, k - 1] + self.present[k - 1])
+        return last.T
+
     @property
     def seconds(self) -> np.ndarray:
         """(K,) seconds of each step: every collected operation, priced per term."""
+        if self._seconds is not None:
+            return self._seconds
+        if self.deferred is not None:
+            self._price_catch_up()
         total = np.zeros(self.k)
         k = self.k
         for term, parts in self._pending.items():
@@ -164,4 +200,5 @@ class Pricer:
             else:
                 values = np.where(n > 0, times * self.cost.cost(term, np.maximum(n, 1), q, ctx), 0.0)
             total += values.reshape(len(parts), self.k).sum(axis=0)
+        self._seconds = total
         return total
