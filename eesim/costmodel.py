@@ -37,6 +37,7 @@ class GridTerm:
         self._corners = np.array([a * step[0] + b * step[1] + c * step[2]
                                   for a in (0, 1) for b in (0, 1) for c in (0, 1)])
         self._by_rows = None
+        self._decode_table = None
         if dims[1] == 1 and dims[2] == 1:
             table = self._interpolate(np.arange(ROWS_TABLE, dtype=float), 1.0, 0.0)
             self._by_rows = (table[0], table[1])
@@ -52,13 +53,29 @@ class GridTerm:
 
     def __call__(self, rows, query=1, context=0) -> tuple[np.ndarray, np.ndarray]:
         """Seconds at the given points (scalars or arrays) and whether each extrapolated."""
-        if self._by_rows is not None:  # a term of rows alone: a table over whole row counts
-            r = np.asarray(rows)
-            whole = np.rint(r).astype(np.int64)
-            if r.ndim and np.array_equal(whole, r) and whole.min() >= 1 \
-                    and whole.max() < len(self._by_rows[0]):
+        r = np.asarray(rows)
+        whole = np.rint(r).astype(np.int64)
+        if r.ndim and np.array_equal(whole, r) and whole.min() >= 1 and whole.max() < ROWS_TABLE:
+            if self._by_rows is not None:  # a term of rows alone: a table over whole row counts
                 return self._by_rows[0][whole], self._by_rows[1][whole]
+            if np.all(np.asarray(query) == 1):  # decode: a table over (rows, context points)
+                return self._decode(whole, np.broadcast_to(np.asarray(context, float), r.shape))
         return self._interpolate(rows, query, context)
+
+    def _decode(self, rows: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Query-1 costs: exact per row count, linear in context between grid points."""
+        if self._decode_table is None:
+            ctx = self.axes[2]
+            grid = [self._interpolate(np.arange(ROWS_TABLE, dtype=float)[:, None], 1.0, c[None])
+                    for c in ctx[:, None]]
+            self._decode_table = (np.stack([g[0][:, 0] for g in grid], axis=1),
+                                  np.stack([g[1][:, 0] for g in grid], axis=1))
+        values, flags = self._decode_table
+        i, w, outside = _bracket(self.axes[2], context)
+        hi = np.minimum(i + 1, values.shape[1] - 1)
+        value = values[rows, i] * (1 - w) + values[rows, hi] * w
+        flag = outside | (flags[rows, i] & (w != 1)) | (flags[rows, hi] & (w != 0))
+        return np.maximum(value, 0.0), flag
 
     def _interpolate(self, rows, query, context) -> tuple[np.ndarray, np.ndarray]:
         point = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (rows, query, context)))
