@@ -44,6 +44,7 @@ class Row:
     needs_prefill: bool = True
     prefilled: int = 0  # tokens of the context already in the KV cache
     deferred: object = None  # kv='defer': tokens owed to each layer (numpy array), or None
+    completed_at: float = 0.0  # when the last token was emitted
     last_depth: int = 0
 
     @property

@@ -251,3 +251,17 @@ def test_defer_trades_kv_fill_for_catch_up_work(cost, trace, policy):
     defer = run(cost, behaviour, "compact", strategy_kv="defer").summary
     assert defer["layers_per_token"] > propagate["layers_per_token"]
     assert defer["quality_delta"] == propagate["quality_delta"]
+
+
+@pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
+def test_bulk_stepping_equals_stepping_one_at_a_time(cost, trace, policy, name, monkeypatch):
+    """Pricing K steps per pass of the strategy is bookkeeping only: the same run, one step per
+    pass, gives the same tokens, times and counters."""
+    import eesim.sim.replica as replica
+
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(80.0, 40, seed=9, output=(10, 50))
+    bulk = run(cost, behaviour, name, workload, shadow_rate=0.2).requests
+    monkeypatch.setattr(replica, "BULK", 1)
+    single = run(cost, behaviour, name, workload, shadow_rate=0.2).requests
+    pd.testing.assert_frame_equal(bulk, single, check_exact=False, rtol=1e-9)

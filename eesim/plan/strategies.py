@@ -83,7 +83,7 @@ class Controller(Protocol):
         """(K, R): rows among those exiting early that also run to full depth (the shadow
         stream that watches for calibration drift)."""
 
-    def expected_depth(self, rows: np.ndarray) -> np.ndarray:
+    def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
         """(K, R) the depth each row is expected to need (regroup's grouping key)."""
 
     def drafts(self, rows: np.ndarray, k: int) -> np.ndarray:
@@ -197,7 +197,7 @@ def regroup(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
     that depth, then continues layer by layer with exit checks like `compact`."""
     n = b.n_layers
     yield Regroup(b.rows)
-    expected = np.clip(ctl.expected_depth(b.rows), cfg.min_layer, n)
+    expected = np.clip(ctl.expected_depth(b.rows, cfg.min_layer, cfg.check_every), cfg.min_layer, n)
     for depth in np.unique(expected[b.rows]):
         group = b.rows & (expected == depth)
         yield Embed(group)

@@ -25,6 +25,7 @@ class Replica:
     def __init__(self, sim, index: int, scheduler: Scheduler) -> None:
         self.sim, self.index, self.sched = sim, index, scheduler
         self.wake: simpy.Event | None = None
+        self.step_s = 0.0  # the last decode step's length: sizes the next bulk
         self.process = sim.env.process(self.run())
 
     def submit(self, row: Row) -> None:
@@ -57,9 +58,9 @@ class Replica:
                                        sim.next_arrival_after(env.now), 1 if partial else BULK)
             yield env.timeout(float(steps.sum()))
             apply(env.now)
-            sim.record_memory(self)
             for row in self.sched.finish():
-                sim.complete(row, env.now)
+                sim.complete(row, row.completed_at)
+            sim.record_memory(self)
 
     def prefill(self, chunks: list[tuple[Row, int]]) -> float:
         """Seconds to prefill a chunk of each row (of its prompt plus anything generated before
@@ -89,29 +90,36 @@ class Replica:
         generated = np.array([r.generated for r in rows]) + join    # prefill emits a token
         remaining = np.array([r.remaining for r in rows]) - join
         k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
-        k_steps = min(k_steps, int((remaining + join).min())) if len(rows) else 1
-        k_steps = max(k_steps, 1)
+        if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
+            k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
+        # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
+        # admit a waiting request (or, closed loop, the completion sends the next one)
+        cut_at_completion = bool(self.sched.waiting) or sim.workload.concurrency is not None
         step = np.arange(k_steps)[:, None]
-        present = step >= join                                      # (K, R)
         exits_enabled = sim.exits_enabled(sim.env.now)
         if cfg.name == "selfspec" and exits_enabled:
             drafted, accepted, position = speculation(
                 sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
                 cfg.drafts, k_steps)
             drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
-            emitted = np.where(present, np.minimum(accepted + 1, np.maximum(
+            emitted = np.where(step >= join, np.minimum(accepted + 1, np.maximum(
                 remaining - (position - generated), 0)), 0)
-            done = (np.cumsum(emitted, axis=0) >= remaining) & present
-            first_done = np.flatnonzero(done.any(axis=1))
-            k_steps = int(first_done[0]) + 1 if len(first_done) else k_steps
+            done = np.cumsum(emitted, axis=0) >= remaining
+            finish = np.where(done.any(axis=0), done.argmax(axis=0), k_steps)
+            finish = np.where(remaining <= 0, 0, finish)
         else:
+            finish = np.where(remaining <= 0, 0, join + remaining - 1)
             position = generated + np.maximum(step - join, 0)
             drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
+        last = int(finish.min() if cut_at_completion else finish.max()) + 1
+        k_steps = max(1, min(k_steps, last))
+        present = (step >= join) & (step <= finish)
+        if cfg.name != "selfspec" or not exits_enabled:
             emitted = present.astype(np.int64)
         drafted, accepted, position, emitted, present = (
             a[:k_steps] for a in (drafted, accepted, position, emitted, present))
         tokens = sim.behaviour.token_index(trace_req, position)
-        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])
+        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])  # first step
         ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
                               sim.shadow_mask(req, position) & present)
         if cfg.name == "selfspec":
@@ -132,7 +140,14 @@ class Replica:
             k_steps = max(1, int((starts < next_arrival).sum()))
             steps = steps[:k_steps]
         differs = ctl.differs()
+        self.step_s = float(steps[-1])
         first_token_at = sim.env.now + steps[0]
+        ends = sim.env.now + np.cumsum(steps)
+        k = len(steps)
+        context_end = np.array([r.prompt for r in rows]) + generated + np.cumsum(emitted[:k], axis=0)
+        holding = np.arange(k)[:, None] <= finish  # a row holds its KV until its last token
+        blocks = np.where(holding, -(-context_end // self.sched.cfg.block_tokens), 0).sum(axis=1)
+        sim.note_memory(int(blocks.max()), int(holding.sum(axis=1).max()))
 
         owed_after = pricer.deferred_after(len(steps)) if deferred is not None else None
 
@@ -151,6 +166,8 @@ class Replica:
                 depth = ctl.exit_layer[:k, i][present[:k, i]]
                 if cfg.name != "selfspec" and len(depth):
                     row.last_depth = int(depth[-1]) or sim.n_layers
+                if finish[i] < k:
+                    row.completed_at = float(ends[finish[i]])
             idx = req
             sim.output_tokens[idx] = [r.generated for r in rows]
             sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)

@@ -129,6 +129,11 @@ class Simulation:
         if self.workload.concurrency is not None and self._next < len(self.workload):
             self.dispatch(now)
 
+    def note_memory(self, blocks: int, rows: int) -> None:
+        """The most KV blocks and rows a bulk of steps held at once (its memory peak)."""
+        memory = self.static_bytes + blocks * self.block_bytes + rows * self.act_bytes
+        self.peak_memory = max(self.peak_memory, memory)
+
     def record_memory(self, replica: Replica) -> None:
         rows = len(replica.sched.running)
         kv = replica.sched.used_blocks(0) * self.block_bytes

@@ -59,8 +59,22 @@ class TraceController:
     def emit(self, layer: int, rows: np.ndarray) -> None:
         self.exit_layer[rows] = layer
 
-    def expected_depth(self, rows: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.last_depth, rows.shape)
+    def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
+        """Each step's expected depth is one less than the layer its row's previous token left
+        at (regroup's predictor), followed step by step through the bulk."""
+        n = self.b.n_layers
+        checks = sum(1 << (m - 1) for m in range(every, n, every)) if every > 1 else (1 << (n - 1)) - 1
+        expected = np.empty(rows.shape, np.int64)
+        current = np.maximum(min_layer, np.asarray(self.last_depth, np.int64))
+        for k in range(rows.shape[0]):
+            expected[k] = current
+            start = np.maximum(current, min_layer).astype(np.uint64) - np.uint64(1)
+            below = np.left_shift(np.uint64(1), start) - np.uint64(1)
+            open_bits = self.pass_bits[k] & ~below & np.uint64(checks if self.exits_enabled else 0)
+            lowest = open_bits & (~open_bits + np.uint64(1))
+            exit_layer = np.where(open_bits > 0, np.log2(np.maximum(lowest, 1).astype(float)) + 1, n)
+            current = np.where(rows[k], np.maximum(min_layer, exit_layer.astype(np.int64) - 1), current)
+        return expected
 
     def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
         n = self.b.n_layers
