@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from eesim.plan.ops import FinalHead, Layers
 from eesim.plan.strategies import StrategyConfig, plan
 from eesim.sched import Row, Scheduler
 from eesim.sim.step import Pricer, TraceController, speculation
@@ -49,41 +48,30 @@ class Replica:
             self.sched.admit(self.tokens_per_step)
             decoding = [r for r in self.sched.running if not r.needs_prefill]
             chunks = self.sched.prefill_chunks()
-            prefill = self.prefill(chunks) if chunks else 0.0
             completing = [r for r, c in chunks if r.prefilled + c == r.context]
+            partial = len(completing) < len(chunks)  # a prompt continues next step
+            steps, apply = self.decode(decoding, completing, chunks,
+                                       sim.next_arrival_after(env.now), 1 if partial else BULK)
             for row, chunk in chunks:
                 row.prefilled += chunk
-            partial = len(completing) < len(chunks)  # a prompt continues next step
-            steps, apply = self.decode(decoding, completing, prefill,
-                                       sim.next_arrival_after(env.now), 1 if partial else BULK)
             yield env.timeout(float(steps.sum()))
             apply(env.now)
             for row in self.sched.finish():
                 sim.complete(row, row.completed_at)
             sim.record_memory(self)
 
-    def prefill(self, chunks: list[tuple[Row, int]]) -> float:
-        """Seconds to prefill a chunk of each row (of its prompt plus anything generated before
-        a preemption), after the part already in its KV cache."""
-        mask = np.ones((1, len(chunks)), bool)
-        query = np.array([[c for _, c in chunks]])
-        pricer = Pricer(self.sim.cost, np.array([[r.prefilled for r, _ in chunks]]))
-        pricer.price(Layers(0, self.sim.n_layers, mask, query))
-        done = np.array([[r.prefilled + c == r.context for r, c in chunks]])
-        pricer.price(FinalHead(done))  # only a finished prompt yields its first token
-        self.sim.prefill_tokens += int(query.sum())  # prompt work is not per output token
-        return float(pricer.seconds[0])
-
-    def decode(self, decoding: list[Row], joining: list[Row], prefill_s: float,
+    def decode(self, decoding: list[Row], joining: list[Row], chunks: list[tuple[Row, int]],
                next_arrival: float | None, bulk: int = BULK):
-        """Plan and price up to BULK steps of `decoding` rows; rows in `joining` prefill in
-        step 0 (its time includes `prefill_s`) and decode from step 1. Returns the seconds of
-        the steps kept and a function that applies them at the time they end."""
+        """Plan and price up to BULK steps of `decoding` rows. Step 0 also prefills the prompt
+        `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Returns
+        the seconds of the steps kept and a function that applies them when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
         rows = decoding + joining
         if not rows:  # only prompts still prefilling: the step is their chunk
-            return np.array([prefill_s]), lambda now: None
+            pricer = Pricer(sim.cost, np.zeros((1, 1)))
+            self._add_prefill(pricer, chunks)
+            return pricer.seconds, lambda now: None
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]
         join = np.array([0] * len(decoding) + [1] * len(joining))     # first decode step
@@ -133,8 +121,8 @@ class Replica:
         if present.any():
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)
+        self._add_prefill(pricer, chunks)
         steps = pricer.seconds
-        steps[0] += prefill_s
         if next_arrival is not None and k_steps > 1:
             starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
             k_steps = max(1, int((starts < next_arrival).sum()))
@@ -177,6 +165,14 @@ class Replica:
             sim.accepted[idx] += accepted[:k].sum(axis=0)
 
         return steps, apply
+
+    def _add_prefill(self, pricer: Pricer, chunks: list[tuple[Row, int]]) -> None:
+        if chunks:
+            size = np.array([c for _, c in chunks])
+            done = np.array([r.prefilled + c == r.context for r, c in chunks])
+            pricer.prefill(size, np.array([r.prefilled for r, _ in chunks]), done,
+                           self.sim.n_layers)
+            self.sim.prefill_tokens += int(size.sum())
 
     @property
     def tokens_per_step(self) -> int:
