@@ -75,7 +75,9 @@ class Scheduler:
 
     def used_blocks(self, ahead: int = 0) -> int:
         """Blocks the running rows hold after `ahead` more tokens each."""
-        return sum(self.blocks(min(r.context + ahead, r.prompt + r.output)) for r in self.running)
+        b = self.cfg.block_tokens
+        return sum([-(-min(r.prompt + r.generated + ahead, r.prompt + r.output) // b)
+                    for r in self.running])
 
     def tokens_that_fit(self, most: int) -> int:
         """The largest look-ahead (tokens per running row, at most `most`) whose blocks fit."""

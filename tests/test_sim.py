@@ -265,3 +265,45 @@ def test_bulk_stepping_equals_stepping_one_at_a_time(cost, trace, policy, name, 
     monkeypatch.setattr(replica, "BULK", 1)
     single = run(cost, behaviour, name, workload, shadow_rate=0.2).requests
     pd.testing.assert_frame_equal(bulk, single, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["sync", "compact", "regroup", "monotone"])
+def test_bulk_stepping_equals_one_step_at_a_time_with_deferred_kv(cost, trace, policy, name,
+                                                                  monkeypatch):
+    import eesim.sim.replica as replica
+
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(80.0, 30, seed=12, output=(10, 40))
+    bulk = run(cost, behaviour, name, workload, strategy_kv="defer").requests
+    monkeypatch.setattr(replica, "BULK", 1)
+    single = run(cost, behaviour, name, workload, strategy_kv="defer").requests
+    pd.testing.assert_frame_equal(bulk, single, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
+def test_a_yielded_operation_keeps_its_rows(trace, policy, name):
+    """Interpreters may keep operations (deferred KV prices them at the end): a strategy must
+    never change a row mask it has already yielded."""
+    from eesim.plan.strategies import plan
+    from eesim.sim.step import TraceController
+
+    behaviour = from_trace(trace, policy, 8)
+    rng = np.random.default_rng(0)
+    k, r = 6, 10
+    tokens = rng.integers(0, len(behaviour.pass_bits), (k, r))
+    ctl = TraceController(behaviour, tokens, np.full(r, 3), np.tile(np.arange(k)[:, None], (1, r)))
+    ctl.drafted = np.full((k, r), 4)
+    ctl.accepted = rng.integers(0, 5, (k, r))
+
+    class Batch:
+        rows = rng.random((k, r)) < 0.8
+        n_layers = 8
+
+    seen = []
+    for op in plan(strategy(name), Batch(), ctl):
+        masks = [v for v in (getattr(op, f, None) for f in ("rows", "steps")) if v is not None]
+        seen.append((op, [m.copy() for m in masks]))
+    for op, copies in seen:
+        masks = [v for v in (getattr(op, f, None) for f in ("rows", "steps")) if v is not None]
+        for now, then in zip(masks, copies, strict=True):
+            assert np.array_equal(now, then), op

@@ -153,8 +153,8 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
                 shadow = ctl.shadow(leaving)
                 if cfg.kv == "propagate":
                     yield KVFill(stop, n_layers, leaving & ~shadow)
-                active &= ~leaving
-                shadowing |= shadow
+                active = active & ~leaving  # new arrays: yielded ops keep their masks
+                shadowing = shadowing | shadow
                 yield Compact((active | shadowing) & leaving.any(axis=1)[:, None])
         layer = stop + 1
     yield FinalHead(active | shadowing)
@@ -181,12 +181,12 @@ def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
         if stop < n:
             leaving = ctl.passes(stop, undecided)
             ctl.emit(stop, leaving)
-            undecided &= ~leaving
+            undecided = undecided & ~leaving
             stopping = running.any(axis=1) & ~undecided.any(axis=1)
             if stopping.any():  # every row decided: skipped layers still need their K/V
                 if cfg.kv == "propagate":
                     yield KVFill(stop, n, running & stopping[:, None])
-                running &= ~stopping[:, None]
+                running = running & ~stopping[:, None]
         layer = stop + 1
     yield FinalHead(undecided)
     ctl.emit(n, undecided)

@@ -141,6 +141,10 @@ class Replica:
 
         def apply(now: float) -> None:
             k = len(steps)
+            ran = present[:k]
+            last_step = k - 1 - np.argmax(ran[::-1], axis=0)       # each row's last step here
+            last_exit = ctl.exit_layer[last_step, np.arange(len(rows))]
+            emitted_k = emitted[:k].sum(axis=0)
             for i, row in enumerate(rows):
                 if join[i]:
                     row.needs_prefill = False
@@ -148,18 +152,17 @@ class Replica:
                         sim.first_token[row.request] = first_token_at
                     row.generated += 1
                     row.last_depth = cfg_first_depth(sim)
-                row.generated += int(emitted[:k, i].sum())
+                row.generated += int(emitted_k[i])
                 if deferred is not None:
                     row.deferred = owed_after[i]
-                depth = ctl.exit_layer[:k, i][present[:k, i]]
-                if cfg.name != "selfspec" and len(depth):
-                    row.last_depth = int(depth[-1]) or sim.n_layers
+                if cfg.name != "selfspec" and ran[:, i].any():
+                    row.last_depth = int(last_exit[i]) or sim.n_layers
                 if finish[i] < k:
                     row.completed_at = float(ends[finish[i]])
             idx = req
             sim.output_tokens[idx] = [r.generated for r in rows]
             sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)
-            sim.differs[idx] += (differs[:k] & present[:k]).sum(axis=0)
+            sim.differs[idx] += (differs[:k] & ran).sum(axis=0)
             sim.shadowed[idx] += ctl.shadowed[:k].sum(axis=0)
             sim.drafted[idx] += drafted[:k].sum(axis=0)
             sim.accepted[idx] += accepted[:k].sum(axis=0)
