@@ -55,7 +55,7 @@ class GridTerm:
         """Seconds at the given points (scalars or arrays) and whether each extrapolated."""
         r = np.asarray(rows)
         whole = np.rint(r).astype(np.int64)
-        if r.ndim and np.array_equal(whole, r) and whole.min() >= 1 and whole.max() < ROWS_TABLE:
+        if np.array_equal(whole, r) and whole.min() >= 1 and whole.max() < ROWS_TABLE:
             if self._by_rows is not None:  # a term of rows alone: a table over whole row counts
                 return self._by_rows[0][whole], self._by_rows[1][whole]
             if np.all(np.asarray(query) == 1):  # decode: a table over (rows, context points)

@@ -27,6 +27,7 @@ class TraceController:
         self.exits_enabled = exits_enabled
         self.shadow_mask = np.zeros(tokens.shape, bool) if shadow is None else shadow
         self.shadowed = np.zeros(tokens.shape, bool)
+        self.any_shadow = bool(self.shadow_mask.any())
         self.b = behaviour
         self.tokens = tokens
         self.pass_bits = behaviour.pass_bits[tokens]
@@ -43,8 +44,10 @@ class TraceController:
         return rows & bit(self.pass_bits, layer)
 
     def shadow(self, rows: np.ndarray) -> np.ndarray:
+        if not self.any_shadow:
+            return self.shadow_mask  # all False: nothing to copy
         chosen = rows & self.shadow_mask
-        self.shadowed |= chosen
+        self.shadowed = self.shadowed | chosen
         return chosen
 
     def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
@@ -138,10 +141,12 @@ class Pricer:
         self._runs: list[tuple[int, int, np.ndarray]] = []
 
     def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
+        if term == "layer" and not (np.isscalar(query) and query == 1):
+            term = "layer/chunks"  # priced apart: one-token layers read the decode table
         self._pending.setdefault(term, []).append((n, query, context, times))
 
     def _rows(self, term: str, rows: np.ndarray, query=1, times=1.0, with_context=False) -> None:
-        n = rows.sum(axis=1)
+        n = np.count_nonzero(rows, axis=1)
         safe = np.maximum(n, 1)
         q = query if np.isscalar(query) else np.where(rows, query, 0).sum(axis=1) / safe
         ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
@@ -224,7 +229,8 @@ class Pricer:
             if term == "host_sync":  # n marks the steps that sync; the cost has no shape
                 values = n * self.cost.cost(term, 1)
             else:
-                values = np.where(n > 0, times * self.cost.cost(term, np.maximum(n, 1), q, ctx), 0.0)
+                name = term.split("/")[0]
+                values = np.where(n > 0, times * self.cost.cost(name, np.maximum(n, 1), q, ctx), 0.0)
             total += values.reshape(len(parts), self.k).sum(axis=0)
         self._seconds = total
         return total
