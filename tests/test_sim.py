@@ -307,3 +307,17 @@ def test_a_yielded_operation_keeps_its_rows(trace, policy, name):
         masks = [v for v in (getattr(op, f, None) for f in ("rows", "steps")) if v is not None]
         for now, then in zip(masks, copies, strict=True):
             assert np.array_equal(now, then), op
+
+
+@pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
+def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name, monkeypatch):
+    """Arrivals planned into a bulk (admitted at the first step after they arrive) give the
+    run that ending the bulk at every arrival gives."""
+    import eesim.sim.replica as replica
+
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(20.0, 120, seed=0, output=(64, 160))
+    ahead = run(cost, behaviour, name, workload, sched=SchedulerConfig(max_batch=16)).requests
+    monkeypatch.setattr(replica, "LOOKAHEAD", False)
+    plain = run(cost, behaviour, name, workload, sched=SchedulerConfig(max_batch=16)).requests
+    pd.testing.assert_frame_equal(ahead, plain, check_exact=False, rtol=1e-9)

@@ -16,6 +16,7 @@ from eesim.sched import Row, Scheduler
 from eesim.sim.step import Pricer, TraceController, speculation
 
 BULK = 64
+LOOKAHEAD = True  # plan arrivals into a bulk (off: every arrival ends the bulk)
 
 
 class Replica:
@@ -63,23 +64,36 @@ class Replica:
     def decode(self, decoding: list[Row], joining: list[Row], chunks: list[tuple[Row, int]],
                next_arrival: float | None, bulk: int = BULK):
         """Plan and price up to BULK steps of `decoding` rows. Step 0 also prefills the prompt
-        `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Returns
-        the seconds of the steps kept and a function that applies them when they have ended."""
+        `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Requests
+        arriving during the bulk may be planned in too (`_future`), each admitted at the first
+        step that starts after its arrival; a guess that the priced steps contradict ends the
+        bulk before it. Returns the seconds of the steps kept and a function that applies them
+        when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
-        rows = decoding + joining
+        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+        if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
+            k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
+        future, future_at, admit_at = self._future(decoding + joining, k_steps)
+        if future:  # the bulk may run past the arrivals it plans in (a prefix of them)
+            k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+            keep = admit_at < k_steps - 1
+            future = [f for f, ok in zip(future, keep, strict=True) if ok]
+            future_at, admit_at = future_at[keep], admit_at[keep]
+            next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
+            if next_arrival is not None:
+                k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
+        rows = decoding + joining + future
         if not rows:  # only prompts still prefilling: the step is their chunk
             pricer = Pricer(sim.cost, np.zeros((1, 1)))
             self._add_prefill(pricer, chunks)
             return pricer.seconds, lambda now: None
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]
-        join = np.array([0] * len(decoding) + [1] * len(joining))     # first decode step
-        generated = np.array([r.generated for r in rows]) + join    # prefill emits a token
-        remaining = np.array([r.remaining for r in rows]) - join
-        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
-        if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
-            k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
+        join = np.array([0] * len(decoding) + [1] * len(joining) + list(admit_at + 1), np.int64)
+        joins = join > 0                                            # prefill emits a token
+        generated = np.array([r.generated for r in rows]) + joins
+        remaining = np.array([r.remaining for r in rows]) - joins
         # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
         # admit a waiting request (or, closed loop, the completion sends the next one)
         cut_at_completion = bool(self.sched.waiting) or sim.workload.concurrency is not None
@@ -90,16 +104,18 @@ class Replica:
                 sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
                 cfg.drafts, k_steps)
             drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
+            position = np.where(step >= join, position, generated)
             emitted = np.where(step >= join, np.minimum(accepted + 1, np.maximum(
                 remaining - (position - generated), 0)), 0)
             done = np.cumsum(emitted, axis=0) >= remaining
             finish = np.where(done.any(axis=0), done.argmax(axis=0), k_steps)
-            finish = np.where(remaining <= 0, 0, finish)
         else:
-            finish = np.where(remaining <= 0, 0, join + remaining - 1)
+            finish = join + remaining - 1
             position = generated + np.maximum(step - join, 0)
             drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
-        last = int(finish.min() if cut_at_completion else finish.max()) + 1
+        finish = np.where(remaining <= 0, np.maximum(join - 1, 0), finish)
+        current = finish[: len(decoding) + len(joining)]
+        last = int(current.min() if cut_at_completion else finish.max()) + 1
         k_steps = max(1, min(k_steps, last))
         present = (step >= join) & (step <= finish)
         if cfg.name != "selfspec" or not exits_enabled:
@@ -116,40 +132,53 @@ class Replica:
         if cfg.kv == "defer" and cfg.name != "selfspec":
             zero = np.zeros(sim.n_layers, np.int64)
             deferred = np.stack([zero if r.deferred is None or j else r.deferred
-                                 for r, j in zip(rows, join, strict=True)])
+                                 for r, j in zip(rows, joins, strict=True)])
         pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position, present, deferred)
         if present.any():
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)
         self._add_prefill(pricer, chunks)
+        prompts = np.array([f.prompt for f in future])
+        for at in np.unique(admit_at[admit_at < k_steps]):  # arrivals admitted together
+            group = prompts[admit_at == at]
+            pricer.prefill(int(at), group, np.zeros(len(group)), np.ones(len(group), bool),
+                           sim.n_layers)
         steps = pricer.seconds
+        starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
+        for at, t in zip(admit_at, future_at, strict=True):  # was each guess right?
+            actual = int(np.searchsorted(starts, t, side="left"))
+            if actual != at:
+                k_steps = max(1, min(k_steps, actual, int(at)))
         if next_arrival is not None and k_steps > 1:
-            starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
-            k_steps = max(1, int((starts < next_arrival).sum()))
-            steps = steps[:k_steps]
+            k_steps = max(1, min(k_steps, int((starts < next_arrival).sum())))
+        steps = steps[:k_steps]
+        admitted = [f for f, at in zip(future, admit_at, strict=True) if at < k_steps]
+        for f in admitted:  # before the clock moves, so the arrival process skips them
+            sim.claim(f.request)
         differs = ctl.differs()
         self.step_s = float(steps[-1])
-        first_token_at = sim.env.now + steps[0]
         ends = sim.env.now + np.cumsum(steps)
         k = len(steps)
         context_end = np.array([r.prompt for r in rows]) + generated + np.cumsum(emitted[:k], axis=0)
-        holding = np.arange(k)[:, None] <= finish  # a row holds its KV until its last token
+        holding = (np.arange(k)[:, None] >= np.maximum(join - 1, 0)) & (np.arange(k)[:, None] <= finish)
         blocks = np.where(holding, -(-context_end // self.sched.cfg.block_tokens), 0).sum(axis=1)
         sim.note_memory(int(blocks.max()), int(holding.sum(axis=1).max()))
-
         owed_after = pricer.deferred_after(len(steps)) if deferred is not None else None
+        n_now = len(decoding) + len(joining)
 
         def apply(now: float) -> None:
-            k = len(steps)
+            self.sched.running.extend(admitted)
             ran = present[:k]
             last_step = k - 1 - np.argmax(ran[::-1], axis=0)       # each row's last step here
             last_exit = ctl.exit_layer[last_step, np.arange(len(rows))]
             emitted_k = emitted[:k].sum(axis=0)
             for i, row in enumerate(rows):
+                if i >= n_now and join[i] - 1 >= k:
+                    continue  # planned in, but its arrival falls after the bulk
                 if join[i]:
                     row.needs_prefill = False
                     if row.generated == 0:
-                        sim.first_token[row.request] = first_token_at
+                        sim.first_token[row.request] = float(ends[join[i] - 1])
                     row.generated += 1
                     row.last_depth = cfg_first_depth(sim)
                 row.generated += int(emitted_k[i])
@@ -159,21 +188,46 @@ class Replica:
                     row.last_depth = int(last_exit[i]) or sim.n_layers
                 if finish[i] < k:
                     row.completed_at = float(ends[finish[i]])
-            idx = req
-            sim.output_tokens[idx] = [r.generated for r in rows]
-            sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)
-            sim.differs[idx] += (differs[:k] & ran).sum(axis=0)
-            sim.shadowed[idx] += ctl.shadowed[:k].sum(axis=0)
-            sim.drafted[idx] += drafted[:k].sum(axis=0)
-            sim.accepted[idx] += accepted[:k].sum(axis=0)
+                sim.output_tokens[row.request] = row.generated
+            kept = np.array([i < n_now or join[i] - 1 < k for i in range(len(rows))])
+            idx = req[kept]
+            sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)[kept]
+            sim.differs[idx] += (differs[:k] & ran).sum(axis=0)[kept]
+            sim.shadowed[idx] += ctl.shadowed[:k].sum(axis=0)[kept]
+            sim.drafted[idx] += drafted[:k].sum(axis=0)[kept]
+            sim.accepted[idx] += accepted[:k].sum(axis=0)[kept]
 
         return steps, apply
+
+    def _future(self, rows: list[Row], k_steps: int):
+        """Requests that will arrive during the next k_steps, to plan in: open loop, one
+        replica, continuous whole-prompt batching, nobody waiting, and room to spare."""
+        sim, cfg = self.sim, self.sched.cfg
+        none = ([], np.zeros(0), np.zeros(0, np.int64))
+        if (sim.workload.concurrency is not None or len(sim.replicas) > 1 or self.step_s <= 0
+                or cfg.batching != "continuous" or cfg.prefill != "whole" or self.sched.waiting
+                or sim.kill_at is not None or not LOOKAHEAD):
+            return none
+        room = cfg.max_batch - len(self.sched.running)
+        horizon = sim.env.now + self.step_s * k_steps
+        picked = sim.upcoming(horizon, max(0, room))
+        if not picked:
+            return none
+        reserve = sum(-(-(int(sim.workload.prompt_len[i]) + int(sim.workload.output_len[i]))
+                        // cfg.block_tokens) for i in picked)
+        if self.sched.used_blocks(BULK * self.tokens_per_step) + reserve > self.sched.capacity_blocks:
+            return none
+        at = np.array([sim.arrival[i] for i in picked])
+        guess = np.ceil((at - sim.env.now) / self.step_s).astype(np.int64)   # first start >= t
+        rows_f = [Row(i, int(sim.workload.prompt_len[i]), int(sim.workload.output_len[i]))
+                  for i in picked]
+        return rows_f, at, np.maximum(guess, 1)
 
     def _add_prefill(self, pricer: Pricer, chunks: list[tuple[Row, int]]) -> None:
         if chunks:
             size = np.array([c for _, c in chunks])
             done = np.array([r.prefilled + c == r.context for r, c in chunks])
-            pricer.prefill(size, np.array([r.prefilled for r, _ in chunks]), done,
+            pricer.prefill(0, size, np.array([r.prefilled for r, _ in chunks]), done,
                            self.sim.n_layers)
             self.sim.prefill_tokens += int(size.sum())
 
@@ -195,12 +249,13 @@ def cfg_first_depth(sim) -> int:
 
 
 def _delay(a: np.ndarray, join: np.ndarray) -> np.ndarray:
-    """Shift the columns of rows that join at step 1 down by one step (zeros first)."""
+    """Shift each row's column down by its first decode step (zeros before it)."""
     out = a.copy()
-    cols = np.flatnonzero(join)
-    if len(cols):
-        out[1:, cols] = a[:-1, cols]
-        out[0, cols] = 0
+    for col in np.flatnonzero(join):
+        shift = int(join[col])
+        out[:, col] = 0
+        if shift < len(a):
+            out[shift:, col] = a[: len(a) - shift, col]
     return out
 
 

@@ -51,6 +51,7 @@ class Simulation:
             max(0, min(trace_layers, round(strategy.draft_layer * trace_layers / self.n_layers)) - 1)])
         n = len(workload)
         self.arrival = workload.arrival_s.astype(float).copy()
+        self.claimed = np.zeros(n, bool)
         self.first_token = np.full(n, np.nan)
         self.completion = np.full(n, np.nan)
         self.output_tokens = np.zeros(n, np.int64)
@@ -82,8 +83,23 @@ class Simulation:
             delay = self.arrival[i] - self.env.now
             if delay > 0:
                 yield self.env.timeout(delay)
-            self.dispatch(self.env.now)
+            if self.claimed[i]:  # a replica planned its admission ahead of time
+                self._next = i + 1
+            else:
+                self.dispatch(self.env.now)
         yield self.env.timeout(0)
+
+    def upcoming(self, until: float, limit: int) -> list[int]:
+        """Open-loop requests not yet dispatched that arrive before `until` (at most `limit`)."""
+        out, i = [], self._next
+        while i < len(self.workload) and len(out) < limit and self.arrival[i] < until:
+            if not self.claimed[i]:
+                out.append(i)
+            i += 1
+        return out
+
+    def claim(self, i: int) -> None:
+        self.claimed[i] = True
 
     def dispatch(self, now: float) -> None:
         """Hand the next request to a replica chosen by the router."""
@@ -97,11 +113,16 @@ class Simulation:
             self._rr += 1
         replica.submit(Row(i, int(self.workload.prompt_len[i]), int(self.workload.output_len[i])))
 
-    def next_arrival_after(self, now: float) -> float | None:
-        """When the batch may next change from outside: an arrival, or the kill switch."""
+    def next_arrival_after(self, now: float, skip: int = 0) -> float | None:
+        """When the batch may next change from outside: an arrival (after the first `skip`
+        undispatched ones), or the kill switch."""
         events = []
-        if self.workload.concurrency is None and self._next < len(self.workload):
-            events.append(float(self.arrival[self._next]))
+        nxt = self._next
+        while nxt < len(self.workload) and (self.claimed[nxt] or skip > 0):
+            skip -= 0 if self.claimed[nxt] else 1
+            nxt += 1
+        if self.workload.concurrency is None and nxt < len(self.workload):
+            events.append(float(self.arrival[nxt]))
         if self.kill_at is not None and now < self.kill_at:
             events.append(self.kill_at)
         return min(events) if events else None

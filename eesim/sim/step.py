@@ -177,17 +177,17 @@ class Pricer:
         else:
             raise TypeError(f"no price for operation {op!r}")
 
-    def prefill(self, chunks: np.ndarray, context: np.ndarray, finishing: np.ndarray,
+    def prefill(self, step: int, chunks: np.ndarray, context: np.ndarray, finishing: np.ndarray,
                 n_layers: int) -> None:
-        """Prompt chunks in step 0: `chunks` tokens per prefilling row after `context` cached
+        """Prompt chunks in `step`: `chunks` tokens per prefilling row after `context` cached
         ones, through every layer; `finishing` rows (prompt complete) also run the final head.
         Prompt work is not counted as layer evaluations per output token."""
-        n = len(chunks)
-        zeros = np.zeros(self.k)
-        mean_q, mean_ctx = chunks.mean(), context.mean()
-        self._add("layer", np.r_[n, zeros[1:]], np.r_[mean_q, np.ones(self.k - 1)],
-                  np.r_[mean_ctx, zeros[1:]], n_layers)
-        self._add("final_head", np.r_[int(finishing.sum()), zeros[1:]])
+        n, q, ctx = np.zeros(self.k), np.ones(self.k), np.zeros(self.k)
+        n[step], q[step], ctx[step] = len(chunks), chunks.mean(), context.mean()
+        self._add("layer", n, q, ctx, n_layers)
+        heads = np.zeros(self.k)
+        heads[step] = int(finishing.sum())
+        self._add("final_head", heads)
 
     def _price_catch_up(self) -> None:
         """Layers under kv='defer': each run of layer l by a row processes 1 + the tokens that
