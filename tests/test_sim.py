@@ -18,7 +18,7 @@ from eesim.policy.replay import replay
 from eesim.sched import SchedulerConfig
 from eesim.sim.behaviour import from_trace
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import closed_loop, poisson
+from eesim.sim.workload import bursty, closed_loop, poisson
 from eesim.trace import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,14 +310,17 @@ def test_a_yielded_operation_keeps_its_rows(trace, policy, name):
 
 
 @pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
-def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name, monkeypatch):
+@pytest.mark.parametrize("budget", [8192, 96])
+def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name, budget,
+                                                        monkeypatch):
     """Arrivals planned into a bulk (admitted at the first step after they arrive) give the
-    run that ending the bulk at every arrival gives."""
+    run that ending the bulk at every arrival gives, prefill budget per step included."""
     import eesim.sim.replica as replica
 
     behaviour = from_trace(trace, policy, 8)
-    workload = poisson(20.0, 120, seed=0, output=(64, 160))
-    ahead = run(cost, behaviour, name, workload, sched=SchedulerConfig(max_batch=16)).requests
+    workload = bursty(20.0, 120, seed=0, cv=3.0, prompt=(16, 80), output=(64, 160))
+    sched = SchedulerConfig(max_batch=16, max_batched_tokens=budget)
+    ahead = run(cost, behaviour, name, workload, sched=sched).requests
     monkeypatch.setattr(replica, "LOOKAHEAD", False)
-    plain = run(cost, behaviour, name, workload, sched=SchedulerConfig(max_batch=16)).requests
+    plain = run(cost, behaviour, name, workload, sched=sched).requests
     pd.testing.assert_frame_equal(ahead, plain, check_exact=False, rtol=1e-9)

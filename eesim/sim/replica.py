@@ -218,10 +218,17 @@ class Replica:
         if self.sched.used_blocks(BULK * self.tokens_per_step) + reserve > self.sched.capacity_blocks:
             return none
         at = np.array([sim.arrival[i] for i in picked])
-        guess = np.ceil((at - sim.env.now) / self.step_s).astype(np.int64)   # first start >= t
-        rows_f = [Row(i, int(sim.workload.prompt_len[i]), int(sim.workload.output_len[i]))
-                  for i in picked]
-        return rows_f, at, np.maximum(guess, 1)
+        guess = np.maximum(np.ceil((at - sim.env.now) / self.step_s).astype(np.int64), 1)
+        prompts = [int(sim.workload.prompt_len[i]) for i in picked]
+        count = len(picked)
+        for j in range(1, len(picked)):  # admit's prefill budget per step (the first always fits)
+            same = [p for g, p in zip(guess[:j + 1], prompts[: j + 1], strict=True) if g == guess[j]]
+            if len(same) > 1 and sum(same) > cfg.max_batched_tokens:
+                count = j  # FIFO: nobody behind it is planned in either
+                break
+        rows_f = [Row(i, prompts[n], int(sim.workload.output_len[i]))
+                  for n, i in enumerate(picked[:count])]
+        return rows_f, at[:count], guess[:count]
 
     def _add_prefill(self, pricer: Pricer, chunks: list[tuple[Row, int]]) -> None:
         if chunks:
