@@ -147,6 +147,13 @@ class CostModel:
         self.terms = {term: GridTerm.from_points(rows)
                       for term, rows in profile.table.groupby("term")}
         self.extrapolations: Counter[str] = Counter()
+        # terms of rows alone, stacked: one gather prices any mix of them (simulator hot path)
+        self.row_terms = [t for t, g in self.terms.items() if g._by_rows is not None]
+        self.row_index = {t: i for i, t in enumerate(self.row_terms)}
+        self.row_values = np.stack([self.terms[t]._by_rows[0] for t in self.row_terms]) \
+            if self.row_terms else np.zeros((0, ROWS_TABLE))
+        self.row_flags = np.stack([self.terms[t]._by_rows[1] for t in self.row_terms]) \
+            if self.row_terms else np.zeros((0, ROWS_TABLE), bool)
 
     @classmethod
     def load(cls, path: Path | str) -> CostModel:
@@ -176,6 +183,24 @@ class CostModel:
         if extrapolated.any():
             self.extrapolations[term] += int(extrapolated.sum())
         return float(seconds) if seconds.ndim == 0 else seconds
+
+    def price_row_terms(self, term_index: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Seconds of rows-only terms (`row_terms[term_index]`) at whole row counts n (0 costs
+        nothing), all in one lookup; extrapolated points are counted per term."""
+        big = n >= ROWS_TABLE
+        if big.any():
+            out = np.empty(len(n))
+            for i in np.flatnonzero(big):
+                out[i] = self.cost(self.row_terms[term_index[i]], n[i])
+            small = ~big
+            out[small] = self.price_row_terms(term_index[small], n[small])
+            return out
+        safe = np.maximum(n, 1)
+        flags = self.row_flags[term_index, safe] & (n > 0)
+        if flags.any():
+            for t, c in zip(*np.unique(term_index[flags], return_counts=True), strict=True):
+                self.extrapolations[self.row_terms[t]] += int(c)
+        return np.where(n > 0, self.row_values[term_index, safe], 0.0)
 
     @property
     def extrapolated(self) -> bool:

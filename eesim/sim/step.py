@@ -122,8 +122,8 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
 class Pricer:
     """Seconds per step (K,) of a plan's operations, and layer evaluations per row (K, R).
 
-    Operations are collected per cost term and priced together at the end (one interpolation
-    per term instead of one per operation); the sum is the same.
+    Operations are collected and priced together at the end: every rows-only term in one table
+    lookup, layers in one interpolation per kind (one-token or chunk); the sum is the same.
     """
 
     def __init__(self, cost: CostModel, context: np.ndarray, present: np.ndarray | None = None,
@@ -133,6 +133,8 @@ class Pricer:
         self.k = context.shape[0]
         self.layer_evals = np.zeros(context.shape)
         self._pending: dict[str, list[tuple]] = {}
+        self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
+        self._host_sync = np.zeros(self.k)  # syncs per step
         self._seconds: np.ndarray | None = None
         # kv='defer': (R, L) tokens each row still owes each layer before this plan; every
         # layer a row runs then processes 1 + what it owes (the catch-up chunk).
@@ -147,6 +149,10 @@ class Pricer:
 
     def _rows(self, term: str, rows: np.ndarray, query=1, times=1.0, with_context=False) -> None:
         n = np.count_nonzero(rows, axis=1)
+        index = self.cost.row_index.get(term)
+        if index is not None:  # priced with every other rows-only term in one lookup
+            self._row_parts.append((index, n, times))
+            return
         safe = np.maximum(n, 1)
         q = query if np.isscalar(query) else np.where(rows, query, 0).sum(axis=1) / safe
         ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
@@ -163,7 +169,7 @@ class Pricer:
         elif isinstance(op, ExitCheck):
             self._rows("exit_head", op.rows, times=op.count)
         elif isinstance(op, HostSync):
-            self._add("host_sync", op.steps * float(op.count))
+            self._host_sync += op.steps * float(op.count)
         elif isinstance(op, Compact):
             self._rows("compact", op.rows)
         elif isinstance(op, KVFill):
@@ -171,7 +177,9 @@ class Pricer:
         elif isinstance(op, Regroup):
             self._rows("regroup", op.rows)
         elif isinstance(op, FinalHead):  # one head row per verified position
-            self._add("final_head", np.where(op.rows, op.query, 0).sum(axis=1))
+            tokens = np.count_nonzero(op.rows, axis=1) if np.isscalar(op.query) and op.query == 1 \
+                else np.where(op.rows, op.query, 0).sum(axis=1)
+            self._row_parts.append((self.cost.row_index["final_head"], tokens, 1.0))
         elif isinstance(op, Embed):
             self._rows("embed", op.rows)
         else:
@@ -185,9 +193,9 @@ class Pricer:
         n, q, ctx = np.zeros(self.k), np.ones(self.k), np.zeros(self.k)
         n[step], q[step], ctx[step] = len(chunks), chunks.mean(), context.mean()
         self._add("layer", n, q, ctx, n_layers)
-        heads = np.zeros(self.k)
+        heads = np.zeros(self.k, np.int64)
         heads[step] = int(finishing.sum())
-        self._add("final_head", heads)
+        self._row_parts.append((self.cost.row_index["final_head"], heads, 1.0))
 
     def _price_catch_up(self) -> None:
         """Layers under kv='defer': each run of layer l by a row processes 1 + the tokens that
@@ -219,18 +227,21 @@ class Pricer:
             return self._seconds
         if self.deferred is not None:
             self._price_catch_up()
-        total = np.zeros(self.k)
         k = self.k
+        total = self._host_sync * self.cost.cost("host_sync", 1)
+        if self._row_parts:
+            index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
+            n = np.concatenate([p[1] for p in self._row_parts])
+            times = np.repeat(np.array([p[2] for p in self._row_parts], float), k)
+            values = times * self.cost.price_row_terms(index, n)
+            total += values.reshape(len(self._row_parts), k).sum(axis=0)
         for term, parts in self._pending.items():
             n, q, ctx, times = (np.empty(len(parts) * k) for _ in range(4))
             for i, (pn, pq, pc, pt) in enumerate(parts):
                 sl = slice(i * k, (i + 1) * k)
                 n[sl], q[sl], ctx[sl], times[sl] = pn, pq, pc, pt
-            if term == "host_sync":  # n marks the steps that sync; the cost has no shape
-                values = n * self.cost.cost(term, 1)
-            else:
-                name = term.split("/")[0]
-                values = np.where(n > 0, times * self.cost.cost(name, np.maximum(n, 1), q, ctx), 0.0)
+            name = term.split("/")[0]
+            values = np.where(n > 0, times * self.cost.cost(name, np.maximum(n, 1), q, ctx), 0.0)
             total += values.reshape(len(parts), self.k).sum(axis=0)
         self._seconds = total
         return total
