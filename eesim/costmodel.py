@@ -37,7 +37,7 @@ class GridTerm:
         self._corners = np.array([a * step[0] + b * step[1] + c * step[2]
                                   for a in (0, 1) for b in (0, 1) for c in (0, 1)])
         self._by_rows = None
-        self._decode_table = None
+        self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if dims[1] == 1 and dims[2] == 1:
             table = self._interpolate(np.arange(ROWS_TABLE, dtype=float), 1.0, 0.0)
             self._by_rows = (table[0], table[1])
@@ -58,20 +58,26 @@ class GridTerm:
         if np.array_equal(whole, r) and whole.min() >= 1 and whole.max() < ROWS_TABLE:
             if self._by_rows is not None:  # a term of rows alone: a table over whole row counts
                 return self._by_rows[0][whole], self._by_rows[1][whole]
-            if np.all(np.asarray(query) == 1):  # decode: a table over (rows, context points)
-                return self._decode(whole, np.broadcast_to(np.asarray(context, float), r.shape))
+            q, ctx = np.asarray(query, float), np.asarray(context, float)
+            if np.all(q == 1):  # decode: a table over (rows, context points)
+                return self._line(2, 1.0, whole, np.broadcast_to(ctx, r.shape))
+            if np.all(ctx == 0):  # whole prompts: a table over (rows, query points)
+                return self._line(1, 0.0, whole, np.broadcast_to(q, r.shape))
         return self._interpolate(rows, query, context)
 
-    def _decode(self, rows: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Query-1 costs: exact per row count, linear in context between grid points."""
-        if self._decode_table is None:
-            ctx = self.axes[2]
-            grid = [self._interpolate(np.arange(ROWS_TABLE, dtype=float)[:, None], 1.0, c[None])
-                    for c in ctx[:, None]]
-            self._decode_table = (np.stack([g[0][:, 0] for g in grid], axis=1),
-                                  np.stack([g[1][:, 0] for g in grid], axis=1))
-        values, flags = self._decode_table
-        i, w, outside = _bracket(self.axes[2], context)
+    def _line(self, axis: int, fixed: float, rows: np.ndarray,
+              x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Costs exact per whole row count and linear along `axis` (1 query, 2 context)
+        between grid points, the other axis held at `fixed`; tables built on first use."""
+        if axis not in self._lines:
+            points = []
+            for value in self.axes[axis]:
+                q, c = (value, fixed) if axis == 1 else (fixed, value)
+                points.append(self._interpolate(np.arange(ROWS_TABLE, dtype=float), q, c))
+            self._lines[axis] = (np.stack([p[0] for p in points], axis=1),
+                                 np.stack([p[1] for p in points], axis=1))
+        values, flags = self._lines[axis]
+        i, w, outside = _bracket(self.axes[axis], x)
         hi = np.minimum(i + 1, values.shape[1] - 1)
         value = values[rows, i] * (1 - w) + values[rows, hi] * w
         flag = outside | (flags[rows, i] & (w != 1)) | (flags[rows, hi] & (w != 0))
