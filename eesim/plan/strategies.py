@@ -135,29 +135,41 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
     running to full depth (no more checks, no second token) so their KV needs no filling.
     """
     check_from = max(first_check, cfg.min_layer)
-    shadowing = np.zeros_like(active)
+    running = active  # rows computing layers: the active ones and any shadowed exits
+    shadowed = False
     layer = start + 1
-    while layer <= n_layers and (active | shadowing).any():
+    while layer <= n_layers:
+        any_active = bool(active.any())
+        if not any_active and not shadowed:
+            break
         stop = ctl.next_exit(max(layer, check_from), active, n_layers, cfg.check_every) \
-            if layer < n_layers and active.any() else n_layers
+            if layer < n_layers and any_active else n_layers
         stop = max(min(stop, n_layers), layer)
-        yield Layers(layer - 1, stop, active | shadowing)
+        yield Layers(layer - 1, stop, running)
         checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
-        if checks and active.any():
+        if checks and any_active:
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
             yield HostSync(active.any(axis=1), checks)
-        if stop < n_layers:
+        if stop < n_layers and any_active:
             leaving = ctl.passes(stop, active)
-            if leaving.any():
+            left = leaving.any(axis=1)
+            if left.any():
                 ctl.emit(stop, leaving)
                 shadow = ctl.shadow(leaving)
-                if cfg.kv == "propagate":
-                    yield KVFill(stop, n_layers, leaving & ~shadow)
-                active = active & ~leaving  # new arrays: yielded ops keep their masks
-                shadowing = shadowing | shadow
-                yield Compact((active | shadowing) & leaving.any(axis=1)[:, None])
+                if shadow.any():
+                    shadowed = True
+                    if cfg.kv == "propagate":
+                        yield KVFill(stop, n_layers, leaving & ~shadow)
+                    active = active & ~leaving  # new arrays: yielded ops keep their masks
+                    running = running & ~(leaving & ~shadow)
+                else:
+                    if cfg.kv == "propagate":
+                        yield KVFill(stop, n_layers, leaving)
+                    active = active & ~leaving
+                    running = running & ~leaving
+                yield Compact(running & left[:, None])
         layer = stop + 1
-    yield FinalHead(active | shadowing)
+    yield FinalHead(running)
     ctl.emit(n_layers, active)
 
 

@@ -148,7 +148,7 @@ class Pricer:
         self._pending.setdefault(term, []).append((n, query, context, times))
 
     def _rows(self, term: str, rows: np.ndarray, query=1, times=1.0, with_context=False) -> None:
-        n = np.count_nonzero(rows, axis=1)
+        n = _count(rows)
         index = self.cost.row_index.get(term)
         if index is not None:  # priced with every other rows-only term in one lookup
             self._row_parts.append((index, n, times))
@@ -177,7 +177,7 @@ class Pricer:
         elif isinstance(op, Regroup):
             self._rows("regroup", op.rows)
         elif isinstance(op, FinalHead):  # one head row per verified position
-            tokens = np.count_nonzero(op.rows, axis=1) if np.isscalar(op.query) and op.query == 1 \
+            tokens = _count(op.rows) if np.isscalar(op.query) and op.query == 1 \
                 else np.where(op.rows, op.query, 0).sum(axis=1)
             self._row_parts.append((self.cost.row_index["final_head"], tokens, 1.0))
         elif isinstance(op, Embed):
@@ -245,3 +245,9 @@ class Pricer:
             total += values.reshape(len(parts), self.k).sum(axis=0)
         self._seconds = total
         return total
+
+
+def _count(rows: np.ndarray) -> np.ndarray:
+    """Rows per step of a (K, R) mask (the reduction itself: np.count_nonzero's wrapper costs
+    more than the count at these sizes)."""
+    return np.add.reduce(rows, axis=1, dtype=np.int64)
