@@ -106,7 +106,7 @@ def _bracket(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     A term measured at a single value of an axis does not depend on it: held constant."""
     if len(axis) == 1:
         return np.zeros(x.shape, int), np.zeros(x.shape), np.zeros(x.shape, bool)
-    i = np.clip(np.searchsorted(axis, x, side="right") - 1, 0, len(axis) - 2)
+    i = np.minimum(np.maximum(np.searchsorted(axis, x, side="right") - 1, 0), len(axis) - 2)
     w = (x - axis[i]) / (axis[i + 1] - axis[i])
     outside = (x < axis[0]) | (x > axis[-1])
     w = np.where(x < axis[0], 0.0, w)  # below the grid: hold the first value (never negative)

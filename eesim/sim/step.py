@@ -111,7 +111,7 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
     pos, left = start.copy(), remaining.copy()
     for s in range(steps):
         position[s] = pos
-        d = np.clip(np.minimum(k, left - 1), 0, None)
+        d = np.maximum(np.minimum(k, left - 1), 0)
         a = np.minimum(runs[behaviour.token_index(trace_request, pos)], d)
         drafted[s], accepted[s] = d, a
         emitted = np.where(left > 0, a + 1, 0)
