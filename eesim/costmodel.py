@@ -153,6 +153,7 @@ class CostModel:
         self.terms = {term: GridTerm.from_points(rows)
                       for term, rows in profile.table.groupby("term")}
         self.extrapolations: Counter[str] = Counter()
+        self.host_sync_s = float(self.terms["host_sync"](1)[0]) if "host_sync" in self.terms else 0.0
         # terms of rows alone, stacked: one gather prices any mix of them (simulator hot path)
         self.row_terms = [t for t, g in self.terms.items() if g._by_rows is not None]
         self.row_index = {t: i for i, t in enumerate(self.row_terms)}
@@ -189,6 +190,26 @@ class CostModel:
         if extrapolated.any():
             self.extrapolations[term] += int(extrapolated.sum())
         return float(seconds) if seconds.ndim == 0 else seconds
+
+    def price_layers(self, n: np.ndarray, query: np.ndarray, context: np.ndarray,
+                     one_token: bool) -> np.ndarray:
+        """Seconds of one layer for whole row counts n (0 costs nothing): one token per row
+        (`one_token`, read along context) or prompt chunks at context 0 (read along query)
+        from tables, anything else interpolated; extrapolated points are counted."""
+        grid = self.terms["layer"]
+        safe = np.maximum(n, 1)
+        if safe.max() >= ROWS_TABLE:
+            values, flags = grid._interpolate(safe, query, context)
+        elif one_token:
+            values, flags = grid._line(2, 1.0, safe, context)
+        elif not context.any():
+            values, flags = grid._line(1, 0.0, safe, query)
+        else:
+            values, flags = grid._interpolate(safe, query, context)
+        flags = flags & (n > 0)
+        if flags.any():
+            self.extrapolations["layer"] += int(flags.sum())
+        return np.where(n > 0, values, 0.0)
 
     def price_row_terms(self, term_index: np.ndarray, n: np.ndarray) -> np.ndarray:
         """Seconds of rows-only terms (`row_terms[term_index]`) at whole row counts n (0 costs

@@ -228,7 +228,7 @@ class Pricer:
         if self.deferred is not None:
             self._price_catch_up()
         k = self.k
-        total = self._host_sync * self.cost.cost("host_sync", 1)
+        total = self._host_sync * self.cost.host_sync_s
         if self._row_parts:
             index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
             n = np.concatenate([p[1] for p in self._row_parts])
@@ -240,8 +240,7 @@ class Pricer:
             for i, (pn, pq, pc, pt) in enumerate(parts):
                 sl = slice(i * k, (i + 1) * k)
                 n[sl], q[sl], ctx[sl], times[sl] = pn, pq, pc, pt
-            name = term.split("/")[0]
-            values = np.where(n > 0, times * self.cost.cost(name, np.maximum(n, 1), q, ctx), 0.0)
+            values = times * self.cost.price_layers(n.astype(np.int64), q, ctx, term == "layer")
             total += values.reshape(len(parts), self.k).sum(axis=0)
         self._seconds = total
         return total
