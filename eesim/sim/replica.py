@@ -71,12 +71,13 @@ class Replica:
         when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
-        k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+        fits = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+        k_steps = fits
         if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
             k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
         future, future_at, admit_at = self._future(decoding + joining, k_steps)
         if future:  # the bulk may run past the arrivals it plans in (a prefix of them)
-            k_steps = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
+            k_steps = fits
             keep = admit_at < k_steps - 1
             future = [f for f, ok in zip(future, keep, strict=True) if ok]
             future_at, admit_at = future_at[keep], admit_at[keep]
