@@ -193,6 +193,7 @@ class Replica:
             kept = np.array([i < n_now or join[i] - 1 < k for i in range(len(rows))])
             idx = req[kept]
             sim.layer_evals[idx] += pricer.layer_evals[:k].sum(axis=0)[kept]
+            sim.exit_checks[idx] += pricer.exit_checks[:k].sum(axis=0)[kept]
             sim.differs[idx] += (differs[:k] & ran).sum(axis=0)[kept]
             sim.shadowed[idx] += ctl.shadowed[:k].sum(axis=0)[kept]
             sim.drafted[idx] += drafted[:k].sum(axis=0)[kept]

@@ -56,6 +56,7 @@ class Simulation:
         self.completion = np.full(n, np.nan)
         self.output_tokens = np.zeros(n, np.int64)
         self.layer_evals = np.zeros(n)
+        self.exit_checks = np.zeros(n)
         self.differs = np.zeros(n, np.int64)
         self.drafted = np.zeros(n, np.int64)
         self.accepted = np.zeros(n, np.int64)
@@ -192,6 +193,7 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         "arrival_s": sim.arrival, "first_token_s": sim.first_token,
         "completion_s": sim.completion, "prompt_tokens": workload.prompt_len,
         "output_tokens": sim.output_tokens, "layer_evals": sim.layer_evals,
+        "exit_checks": sim.exit_checks,
         "drafted": sim.drafted, "accepted": sim.accepted, "differs": sim.differs,
         "shadowed": sim.shadowed,
     })

@@ -132,6 +132,7 @@ class Pricer:
         self.context = context.astype(float)
         self.k = context.shape[0]
         self.layer_evals = np.zeros(context.shape)
+        self.exit_checks = np.zeros(context.shape)
         self._pending: dict[str, list[tuple]] = {}
         self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
         self._host_sync = np.zeros(self.k)  # syncs per step
@@ -168,6 +169,7 @@ class Pricer:
                 self.layer_evals += span * np.where(op.rows, op.query, 0)
         elif isinstance(op, ExitCheck):
             self._rows("exit_head", op.rows, times=op.count)
+            self.exit_checks += op.count * op.rows
         elif isinstance(op, HostSync):
             self._host_sync += op.steps * float(op.count)
         elif isinstance(op, Compact):

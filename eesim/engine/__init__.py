@@ -1,0 +1,1 @@
+"""The engine: step plans executed with torch, measured in wall-clock time."""

@@ -1,0 +1,90 @@
+"""The engine executes the simulator's plans for real: same decisions, same work, real tokens."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eesim.costmodel import CostModel
+from eesim.engine.measure import measure
+from eesim.model import load_checkpoint
+from eesim.plan.strategies import StrategyConfig
+from eesim.policy.calibrate import calibrate
+from eesim.policy.policy import never_exit
+from eesim.sched import SchedulerConfig
+from eesim.sim.behaviour import from_trace
+from eesim.sim.simulate import simulate
+from eesim.sim.workload import closed_loop
+from eesim.trace import read_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    trace = read_trace(ROOT / "traces" / "reference-greedy.parquet")
+    policy, _ = calibrate(trace, 0.02)
+    return load_checkpoint(), trace, policy, CostModel.load(ROOT / "profiles" / "cpu" / "ref.parquet")
+
+
+@pytest.mark.parametrize("name", ["full", "sync", "compact", "regroup", "monotone"])
+def test_engine_and_simulator_agree_on_work_and_tokens(setup, name):
+    """Closed loop, so batches form the same way whatever the clock says: the measured and the
+    simulated run must count the same layer evaluations, exit checks and emitted tokens."""
+    ckpt, trace, policy, cost = setup
+    behaviour = from_trace(trace, policy, 8)
+    workload = closed_loop(3, 8, 0, prompt=(12, 12), output=(20, 20))
+    cfg = StrategyConfig(name=name)
+    measured, summary = measure(ckpt, behaviour, workload, cfg, SchedulerConfig(max_batch=3))
+    simulated = simulate(cost, behaviour, workload, cfg, SchedulerConfig(max_batch=3)).requests
+    for col in ("output_tokens", "layer_evals", "exit_checks", "differs"):
+        assert np.array_equal(measured[col].to_numpy(), simulated[col].to_numpy()), col
+    assert (measured["first_token_s"] >= measured["arrival_s"]).all()
+    assert (measured["completion_s"] > measured["first_token_s"]).all()
+    assert summary["tpot_s"]["mean"] > 0
+
+
+def test_with_exits_off_the_engine_runs_every_layer(setup):
+    ckpt, trace, _, _ = setup
+    behaviour = from_trace(trace, never_exit(trace.meta.model_sha256, 8), 8)
+    workload = closed_loop(2, 4, 0, prompt=(8, 8), output=(10, 10))
+    measured, _ = measure(ckpt, behaviour, workload, StrategyConfig(name="compact"),
+                          SchedulerConfig(max_batch=2))
+    assert (measured["layer_evals"] == 8 * 9).all()  # 9 decode steps after the prefill token
+    assert (measured["differs"] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["compact", "sync", "regroup"])
+def test_a_live_run_that_never_exits_decodes_exactly_at_full_depth(setup, name):
+    """Live exits from the model's own confidences, at a threshold nothing reaches: the tokens
+    are the full-depth greedy tokens, one by one."""
+    import torch
+
+    from eesim.policy.policy import ExitPolicy
+
+    ckpt, trace, _, _ = setup
+    behaviour = from_trace(trace, None, 8)
+    policy = ExitPolicy(signal="max_prob", thresholds={"*": 1.01}, model_sha256=ckpt.sha256,
+                        n_layers=8)
+    outputs: dict = {}
+    measure(ckpt, behaviour, closed_loop(2, 4, 0, prompt=(10, 10), output=(12, 12)),
+            StrategyConfig(name=name), SchedulerConfig(max_batch=2), live=policy, outputs=outputs)
+    model = ckpt.model
+    for request in outputs.values():
+        ids = list(request["prompt"])
+        with torch.no_grad():
+            for _ in range(12):
+                ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+        assert request["tokens"] == ids[len(request["prompt"]):]
+
+
+def test_a_live_run_with_a_loose_threshold_exits_early(setup):
+    from eesim.policy.policy import ExitPolicy
+
+    ckpt, trace, _, _ = setup
+    behaviour = from_trace(trace, None, 8)
+    policy = ExitPolicy(signal="max_prob", thresholds={"*": 0.0}, model_sha256=ckpt.sha256,
+                        n_layers=8)
+    measured, _ = measure(ckpt, behaviour, closed_loop(2, 4, 0, prompt=(10, 10), output=(12, 12)),
+                          StrategyConfig(name="compact"), SchedulerConfig(max_batch=2), live=policy)
+    assert (measured["layer_evals"] == 11).all()  # every decoded token leaves after layer 1
