@@ -88,3 +88,29 @@ def test_a_live_run_with_a_loose_threshold_exits_early(setup):
     measured, _ = measure(ckpt, behaviour, closed_loop(2, 4, 0, prompt=(10, 10), output=(12, 12)),
                           StrategyConfig(name="compact"), SchedulerConfig(max_batch=2), live=policy)
     assert (measured["layer_evals"] == 11).all()  # every decoded token leaves after layer 1
+
+
+def test_measure_cli_takes_the_simulate_flags_and_writes_the_same_files(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from eesim.cli import app
+
+    args = ["--profile", str(ROOT / "profiles" / "cpu" / "ref.parquet"),
+            "--trace", str(ROOT / "traces" / "reference-greedy.parquet"), "--strategy", "compact",
+            "--concurrency", "2", "--requests", "4", "--prompt-len", "8", "--output-len", "10",
+            "--max-batch", "2", "--json"]
+    out = CliRunner().invoke(app, ["measure", *args, "--out", str(tmp_path / "m")])
+    assert out.exit_code == 0, out.output
+    measured = json.loads(out.stdout)
+    simulated = json.loads(CliRunner().invoke(app, ["simulate", *args]).stdout)
+    assert measured["measured"] is True and measured["environment"]["torch"]
+    assert measured["layers_per_token"] == simulated["layers_per_token"]
+    assert set(simulated) - set(measured) <= {"extrapolated_points", "preemptions", "shadow_rate",
+                                              "shadow_tokens", "kill_at_s", "replicas"}
+    assert (tmp_path / "m" / "requests.parquet").exists()
+    bad = CliRunner().invoke(app, ["measure", *args[:1],
+                                   str(ROOT / "profiles" / "analytic" / "h100-sxm-llama-3-8b.parquet"),
+                                   *args[2:], "--map-depth"])
+    assert bad.exit_code == 2 and "runs the reference model" in bad.output

@@ -1,4 +1,5 @@
-"""`eesim simulate`: predicted metrics from a trace, a policy, a strategy and a profile."""
+"""`eesim simulate` and `eesim measure`: predicted metrics from a trace, a policy, a strategy
+and a profile, or the same run measured on the real model (same flags, same outputs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from eesim.cli.common import app, console, fail, user_errors
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     profile_file: Path = typer.Option(..., "--profile", help="Profile (measured or analytic)."),
     trace_file: Path = typer.Option(..., "--trace", help="A full exit trace."),
     policy_file: Path = typer.Option(None, "--policy", help="Exit policy JSON (default: never exit)."),
@@ -49,8 +51,11 @@ def simulate(
     out: Path = typer.Option(None, help="Folder for requests.parquet, summary.json, series.parquet."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Predict TTFT, TPOT, throughput and peak memory by replaying exits through a strategy."""
-    from eesim.sim.run import SimulationRequest, run_simulation
+    """Predict TTFT, TPOT, throughput and peak memory by replaying exits through a strategy
+    (`eesim measure`: run it for real on the profiled reference model, exits replayed)."""
+    from eesim.sim.run import SimulationRequest, run_measurement, run_simulation
+
+    measured = ctx.info_name == "measure"
 
     try:
         req = SimulationRequest(
@@ -64,8 +69,8 @@ def simulate(
             max_batched_tokens=max_batched_tokens, kv_memory_gib=kv_memory,
             replicas=replicas, router=router, map_depth=map_depth, seed=seed,
             shadow_rate=shadow_rate, kill_at=kill_at)
-        with console.status("simulating"):
-            result = run_simulation(req, out)
+        with console.status("measuring on the model" if measured else "simulating"):
+            result = (run_measurement if measured else run_simulation)(req, out)
     except user_errors() as exc:
         fail(exc)
     summary = result.summary
@@ -90,3 +95,8 @@ def simulate(
                    f"{summary['depth_mapped_from']}-layer trace")
     if out:
         typer.echo(f"  outputs: {out}/")
+
+
+app.command("measure", help="Run a workload for real on the profiled reference model with the same "
+                             "flags and outputs as `eesim simulate` (exits replayed from the trace; "
+                             "self-speculation not yet).")(simulate)

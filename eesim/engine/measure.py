@@ -173,7 +173,10 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
                              "prompt_tokens": workload.prompt_len, "output_tokens": out_tokens,
                              "layer_evals": rec["layer_evals"], "exit_checks": rec["exit_checks"],
                              "drafted": 0, "accepted": 0, "differs": rec["differs"].astype(int)})
-    return requests, summarize(requests)
+    summary = summarize(requests)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    summary["peak_memory_bytes"] = int(weights + cache.nbytes)  # allocated: weights + KV cache
+    return requests, summary
 
 
 def _decode_step(model, cache, behaviour, binding, strategy, rows, state, live=None, tasks=None):

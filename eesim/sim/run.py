@@ -131,3 +131,31 @@ def run_simulation(req: SimulationRequest, out: Path | None = None) -> SimResult
         write_parquet_atomic(result.series, out / "series.parquet", "{}")
         write_json_atomic(out / "summary.json", result.summary)
     return result
+
+
+def run_measurement(req: SimulationRequest, out: Path | None = None) -> SimResult:
+    """The same request measured on the real model (the profile must be of the reference
+    model): the per-request table and summary, plus the environment, in the same files."""
+    import pandas as pd
+    import torch
+
+    from eesim.engine.measure import measure
+    from eesim.model import load_checkpoint
+    from eesim.profile.env import environment
+
+    cost, behaviour, workload, strategy, sched = prepare(req)
+    ckpt = load_checkpoint()
+    if cost.meta.model_sha256 != ckpt.sha256:
+        raise ValueError(f"{req.profile}: eesim measure runs the reference model "
+                         f"({ckpt.sha256[:12]}…); this profile is of '{cost.meta.model_name}'")
+    requests, summary = measure(ckpt, behaviour, workload, strategy, sched, task_mix=req.mix(),
+                                seed=req.seed)
+    summary.update({"measured": True, "profile": cost.label, "strategy": strategy.model_dump(),
+                    "workload": workload.source, "request": req.model_dump(mode="json"),
+                    "environment": environment(torch.device("cpu"), torch.float32),
+                    "extrapolated": False, "depth_mapped_from": None})
+    result = SimResult(requests, summary, pd.DataFrame())
+    if out is not None:
+        write_parquet_atomic(requests, out / "requests.parquet", "{}")
+        write_json_atomic(out / "summary.json", summary)
+    return result
