@@ -108,9 +108,12 @@ def test_measure_cli_takes_the_simulate_flags_and_writes_the_same_files(tmp_path
     assert measured["measured"] is True and measured["environment"]["torch"]
     assert measured["layers_per_token"] == simulated["layers_per_token"]
     assert set(simulated) - set(measured) <= {"extrapolated_points", "preemptions", "shadow_rate",
-                                              "shadow_tokens", "kill_at_s", "replicas"}
+                                              "shadow_tokens", "kill_at_s", "replicas",
+                                              "prefill_tokens"}
     assert (tmp_path / "m" / "requests.parquet").exists()
     bad = CliRunner().invoke(app, ["measure", *args[:1],
                                    str(ROOT / "profiles" / "analytic" / "h100-sxm-llama-3-8b.parquet"),
                                    *args[2:], "--map-depth"])
     assert bad.exit_code == 2 and "runs the reference model" in bad.output
+    spec = CliRunner().invoke(app, ["measure", *[a if a != "compact" else "selfspec" for a in args]])
+    assert spec.exit_code == 2 and "does not execute self-speculation" in spec.output

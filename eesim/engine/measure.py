@@ -64,7 +64,8 @@ class LiveController(EngineController):
             return np.zeros_like(rows)
         column = {"max_prob": 0, "entropy": 1, "margin": 2}.get(self.policy.signal)
         if column is None:
-            raise NotImplementedError(f"live signal '{self.policy.signal}' in the engine")
+            raise ValueError(f"policy field 'signal' is {self.policy.signal!r}: live exits in the "
+                             f"engine read max_prob, entropy or margin")
         value = self.sign * self.executor.signals[column].numpy()
         return rows & (value >= self.threshold)[None, :]
 
@@ -84,7 +85,8 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
     and its summary. With `live`, exits follow the model's own confidences under that policy
     instead of the trace. `outputs`, if given, receives each request's prompt and tokens."""
     if strategy.name == "selfspec":
-        raise NotImplementedError("the engine does not execute self-speculation yet")
+        raise ValueError("--strategy selfspec: the engine does not execute self-speculation yet "
+                         "(simulate it with eesim simulate)")
     model = ckpt.model
     n_layers = model.cfg.n_layers
     if behaviour.n_layers != n_layers:

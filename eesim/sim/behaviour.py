@@ -109,11 +109,3 @@ def bit(bits: np.ndarray, layer) -> np.ndarray:
     shift = (np.asarray(layer, dtype=np.int64) - 1).astype(np.uint64)
     return (np.right_shift(bits, shift) & np.uint64(1)).astype(bool)
 
-
-def first_bit_from(bits: np.ndarray, layer: int | np.ndarray, n_layers: int) -> np.ndarray:
-    """The first set bit at or above `layer` (n_layers when none: the full model)."""
-    out = np.full(bits.shape, n_layers, dtype=np.int64)
-    for candidate in range(n_layers, 0, -1):
-        hit = bit(bits, candidate) & (candidate >= np.asarray(layer))
-        out = np.where(hit, candidate, out)
-    return out

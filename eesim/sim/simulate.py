@@ -203,6 +203,7 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         "extrapolated": cost.extrapolated,
         "extrapolated_points": dict(cost.extrapolations),
         "preemptions": sum(r.sched.preemptions for r in sim.replicas),
+        "prefill_tokens": sim.prefill_tokens,
         "shadow_rate": shadow_rate,
         "shadow_tokens": int(sim.shadowed.sum()),
         "kill_at_s": kill_at,
