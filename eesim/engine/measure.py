@@ -22,7 +22,7 @@ from eesim.plan.strategies import StrategyConfig, plan
 from eesim.policy.policy import HIGHER_PASSES, ExitPolicy
 from eesim.sched import Row, Scheduler, SchedulerConfig
 from eesim.sim.behaviour import Behaviour
-from eesim.sim.simulate import assign_tasks
+from eesim.sim.simulate import bind_requests
 from eesim.sim.step import TraceController
 from eesim.sim.workload import Workload
 
@@ -80,7 +80,8 @@ class _Slot:
 def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
             sched_cfg: SchedulerConfig, *, task_mix: dict[str, float] | None = None,
             seed: int = 0, live: ExitPolicy | None = None,
-            outputs: dict | None = None) -> tuple[pd.DataFrame, dict]:
+            outputs: dict | None = None, binding: np.ndarray | None = None
+            ) -> tuple[pd.DataFrame, dict]:
     """Serve `workload` with `strategy` on the checkpoint's model; the measured request table
     and its summary. With `live`, exits follow the model's own confidences under that policy
     instead of the trace. `outputs`, if given, receives each request's prompt and tokens."""
@@ -92,8 +93,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
     if behaviour.n_layers != n_layers:
         raise ValueError(f"behaviour has {behaviour.n_layers} layers, the model {n_layers}")
     n = len(workload)
-    tasks = assign_tasks(n, task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))}, seed)
-    binding = behaviour.bind(tasks, seed)
+    tasks, binding = bind_requests(behaviour, n, task_mix, seed, binding)
     length = int((workload.prompt_len + workload.output_len).max()) + 1
     cache = model.new_cache(sched_cfg.max_batch, length)
     kv_bytes = 2 * model.cfg.n_kv_heads * model.cfg.head_dim * cache.k.element_size()

@@ -167,9 +167,10 @@ class Simulation:
 def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
              sched: SchedulerConfig, *, replicas: int = 1, router: Router = "round-robin",
              task_mix: dict[str, float] | None = None, seed: int = 0, shadow_rate: float = 0.0,
-             kill_at: float | None = None) -> SimResult:
+             kill_at: float | None = None, binding: np.ndarray | None = None) -> SimResult:
     """Run the workload through `replicas` replicas serving with `strategy`; `shadow_rate` of
-    early-exited tokens also run to full depth; from `kill_at` seconds on, exits are off."""
+    early-exited tokens also run to full depth; from `kill_at` seconds on, exits are off.
+    `binding` names each request's trace request outright (else drawn by `task_mix`)."""
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
     if not 0 <= shadow_rate <= 1:
@@ -180,9 +181,7 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         raise ValueError(f"behaviour has {behaviour.n_layers} layers, the profile's model "
                          f"{cost.meta.model.n_layers}")
     cost.extrapolations.clear()
-    tasks = assign_tasks(len(workload), task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))},
-                         seed)
-    binding = behaviour.bind(tasks, seed)
+    tasks, binding = bind_requests(behaviour, len(workload), task_mix, seed, binding)
     sim = Simulation(cost, behaviour, workload, strategy, sched, replicas, router, binding,
                      shadow_rate, kill_at, seed)
     sim.env.run()
@@ -215,6 +214,20 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
     })
     series = pd.DataFrame(sim.series, columns=["time_s", "replica", "batch", "queue", "memory_bytes"])
     return SimResult(requests, summary, series)
+
+
+def bind_requests(behaviour: Behaviour, n: int, task_mix: dict[str, float] | None, seed: int,
+                  binding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's task and trace request: drawn by the mix (even over the trace's tasks by
+    default), or given outright as `binding`."""
+    if binding is not None:
+        binding = np.asarray(binding, np.int64)
+        if len(binding) != n or binding.min() < 0 or binding.max() >= len(behaviour.tasks):
+            raise ValueError(f"binding must name one of the trace's {len(behaviour.tasks)} requests "
+                             f"for each of {n} requests")
+        return behaviour.tasks[binding], binding
+    tasks = assign_tasks(n, task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))}, seed)
+    return tasks, behaviour.bind(tasks, seed)
 
 
 def assign_tasks(n: int, mix: dict[str, float], seed: int) -> np.ndarray:
