@@ -8,8 +8,8 @@ from eesim.model.checkpoint import (
     save_checkpoint,
 )
 from eesim.model.config import ModelConfig
-from eesim.model.kvcache import KVCache
+from eesim.model.kvcache import KVCache, PagedKVCache
 from eesim.model.transformer import EarlyExitLM
 
 __all__ = ["REFERENCE_DIR", "Checkpoint", "CheckpointError", "EarlyExitLM", "KVCache",
-           "ModelConfig", "load_checkpoint", "save_checkpoint"]
+           "ModelConfig", "PagedKVCache", "load_checkpoint", "save_checkpoint"]

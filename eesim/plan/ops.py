@@ -14,20 +14,25 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Embed:
-    """Look up the embeddings of the rows' input tokens."""
+    """Look up the embeddings of the rows' input tokens: `query` tokens from `offset` on (a
+    self-speculating row's tokens are its last token then its drafts; offset i is draft i)."""
 
     rows: np.ndarray
+    query: int | np.ndarray = 1
+    offset: int | np.ndarray = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Layers:
     """Run layers start..end-1 (0-based) on rows, `query` tokens per row (an int, or a (K, R)
-    array when rows verify different numbers of drafts)."""
+    array when rows verify different numbers of drafts), starting `offset` tokens past the
+    row's next position (a draft's index; an int or a (K, R) array)."""
 
     start: int
     end: int
     rows: np.ndarray
     query: int | np.ndarray = 1
+    offset: int | np.ndarray = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,18 +243,21 @@ def selfspec(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
     longest agreeing prefix plus one token of its own (LayerSkip, Draft & Verify)."""
     n, e = b.n_layers, min(cfg.draft_layer, b.n_layers - 1)
     drafted = ctl.drafts(b.rows, cfg.drafts)
-    for i in range(cfg.drafts):
+    for i in range(cfg.drafts):  # draft i reads token i (the last token, then drafts) at offset i
         drafting = b.rows & (drafted > i)
         if not drafting.any():
             break
-        yield Embed(drafting)
-        yield Layers(0, e, drafting)
+        yield Embed(drafting, offset=i)
+        yield Layers(0, e, drafting, offset=i)
         yield ExitCheck(e, drafting)
     verify = np.where(b.rows, drafted + 1, 0)
     if cfg.kv == "shared":  # drafts' layers 1..E are cached; only the last draft needs them
-        yield Layers(0, e, b.rows)
+        last = np.where(b.rows, drafted, 0)
+        yield Embed(b.rows, offset=last)
+        yield Layers(0, e, b.rows, offset=last)
         yield Layers(e, n, b.rows, query=verify)
     else:
+        yield Embed(b.rows, query=verify)
         yield Layers(0, n, b.rows, query=verify)
     yield FinalHead(b.rows, query=verify)
     ctl.verify(b.rows, drafted)

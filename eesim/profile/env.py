@@ -115,3 +115,28 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return env
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> int | None:
+    """Reset this process's resident high-water mark to its current size (Linux); the current
+    resident bytes, or None where the kernel does not offer it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_kib("VmRSS")
+
+
+def peak_rss() -> int | None:
+    """This process's resident high-water mark in bytes since the last reset (Linux), or None."""
+    return _status_kib("VmHWM")

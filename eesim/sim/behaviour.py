@@ -76,15 +76,18 @@ def layer_map(trace_layers: int, n_layers: int) -> np.ndarray:
 
 def from_trace(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int,
                map_depth: bool = False) -> Behaviour:
-    """Behaviour of every token of a `full` trace under `policy` (None: never exit early)."""
-    if trace.kind != "full":
-        raise TraceError(f"{trace.where}: the simulator needs a 'full' trace, this one is "
-                         f"'{trace.kind}'")
+    """Behaviour of every token of a `full` trace under `policy` (None: never exit early), or
+    of an `exits` trace's fixed decisions (a realised trace of a measured run)."""
+    if trace.kind not in ("full", "exits"):
+        raise TraceError(f"{trace.where}: the simulator needs a 'full' or 'exits' trace, this one "
+                         f"is '{trace.kind}'")
     trace_layers = trace.meta.n_layers
     if trace_layers != n_layers and not map_depth:
         raise TraceError(f"{trace.where}: recorded on a model of {trace_layers} layers, the "
                          f"profile's model has {n_layers}; pass --map-depth to map exits by "
                          f"relative depth")
+    if trace.kind == "exits":
+        return _from_exits(trace, policy, n_layers)
     policy = policy or never_exit(trace.meta.model_sha256, trace_layers)
     passes = policy_passes(policy, trace)
     top1 = trace.matrix("top1")
@@ -101,6 +104,34 @@ def from_trace(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int,
         pass_bits=(passes * weights).sum(axis=1, dtype=np.uint64),
         agree_bits=(agree * weights).sum(axis=1, dtype=np.uint64),
         mapped_from=trace_layers if trace_layers != n_layers else None,
+    )
+
+
+def _from_exits(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int) -> Behaviour:
+    """Fixed exits: a token's check passes at its exit layer and every later one (the first
+    pass is the exit); it agrees with full depth everywhere unless marked `differs`."""
+    if policy is not None:
+        raise TraceError(f"{trace.where}: an 'exits' trace fixes its exit decisions; no policy "
+                         f"can be replayed on it (drop --policy)")
+    tokens = trace.tokens()
+    depth = trace.meta.n_layers
+    layer = layer_map(depth, n_layers)[tokens["exit_layer"].to_numpy().astype(np.int64) - 1]
+    below = np.left_shift(np.uint64(1), (layer - 1).astype(np.uint64)) - np.uint64(1)
+    checks = np.uint64((1 << (n_layers - 1)) - 1)  # a check after every layer but the last
+    every = np.uint64((1 << n_layers) - 1)
+    differs = (tokens["differs"].to_numpy() > 0) if "differs" in tokens else np.zeros(len(layer), bool)
+    own = np.left_shift(np.uint64(1), (layer - 1).astype(np.uint64))
+    ids = tokens["request_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    tasks = tokens["task"].astype(str).to_numpy()[starts] if "task" in tokens \
+        else np.full(len(starts), "unknown")
+    return Behaviour(
+        n_layers=n_layers,
+        offsets=np.r_[starts, len(ids)].astype(np.int64),
+        tasks=tasks,
+        pass_bits=~below & checks,
+        agree_bits=np.where(differs, every & ~own, every),
+        mapped_from=depth if depth != n_layers else None,
     )
 
 

@@ -139,17 +139,19 @@ def run_measurement(req: SimulationRequest, out: Path | None = None) -> SimResul
     import pandas as pd
     import torch
 
-    from eesim.engine.measure import measure
+    from eesim.engine.measure import measure, realised_trace
     from eesim.model import load_checkpoint
     from eesim.profile.env import environment
+    from eesim.trace import write_trace
 
     cost, behaviour, workload, strategy, sched = prepare(req)
     ckpt = load_checkpoint()
     if cost.meta.model_sha256 != ckpt.sha256:
         raise ValueError(f"{req.profile}: eesim measure runs the reference model "
                          f"({ckpt.sha256[:12]}…); this profile is of '{cost.meta.model_name}'")
+    realised: dict = {}
     requests, summary = measure(ckpt, behaviour, workload, strategy, sched, task_mix=req.mix(),
-                                seed=req.seed)
+                                seed=req.seed, realised=realised)
     summary.update({"measured": True, "profile": cost.label, "strategy": strategy.model_dump(),
                     "workload": workload.source, "request": req.model_dump(mode="json"),
                     "environment": environment(torch.device("cpu"), torch.float32),
@@ -158,4 +160,6 @@ def run_measurement(req: SimulationRequest, out: Path | None = None) -> SimResul
     if out is not None:
         write_parquet_atomic(requests, out / "requests.parquet", "{}")
         write_json_atomic(out / "summary.json", summary)
+        write_trace(realised_trace(realised, requests, ckpt.sha256, ckpt.model.cfg.n_layers, strategy),
+                    out / "realised.parquet")
     return result

@@ -46,9 +46,7 @@ class Simulation:
         self.strategy, self.router = strategy, router
         self.n_layers = behaviour.n_layers
         self.binding = binding
-        trace_layers = behaviour.mapped_from or behaviour.n_layers
-        self.draft_trace_layer = int(layer_map(trace_layers, self.n_layers)[
-            max(0, min(trace_layers, round(strategy.draft_layer * trace_layers / self.n_layers)) - 1)])
+        self.draft_trace_layer = draft_trace_layer(behaviour, strategy.draft_layer)
         n = len(workload)
         self.arrival = workload.arrival_s.astype(float).copy()
         self.claimed = np.zeros(n, bool)
@@ -214,6 +212,14 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
     })
     series = pd.DataFrame(sim.series, columns=["time_s", "replica", "batch", "queue", "memory_bytes"])
     return SimResult(requests, summary, series)
+
+
+def draft_trace_layer(behaviour: Behaviour, draft_layer: int) -> int:
+    """The trace layer whose exits stand for drafting with layers 1..draft_layer (by relative
+    depth when the trace was recorded on a model of another depth)."""
+    trace_layers = behaviour.mapped_from or behaviour.n_layers
+    return int(layer_map(trace_layers, behaviour.n_layers)[
+        max(0, min(trace_layers, round(draft_layer * trace_layers / behaviour.n_layers)) - 1)])
 
 
 def bind_requests(behaviour: Behaviour, n: int, task_mix: dict[str, float] | None, seed: int,

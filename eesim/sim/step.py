@@ -178,12 +178,11 @@ class Pricer:
             self._rows("kv_fill", op.rows, times=op.end - op.start)
         elif isinstance(op, Regroup):
             self._rows("regroup", op.rows)
-        elif isinstance(op, FinalHead):  # one head row per verified position
+        elif isinstance(op, FinalHead | Embed):  # one row per token (verified positions)
             tokens = _count(op.rows) if np.isscalar(op.query) and op.query == 1 \
                 else np.where(op.rows, op.query, 0).sum(axis=1)
-            self._row_parts.append((self.cost.row_index["final_head"], tokens, 1.0))
-        elif isinstance(op, Embed):
-            self._rows("embed", op.rows)
+            term = "final_head" if isinstance(op, FinalHead) else "embed"
+            self._row_parts.append((self.cost.row_index[term], tokens, 1.0))
         else:
             raise TypeError(f"no price for operation {op!r}")
 

@@ -4,8 +4,9 @@ Three kinds share one file layout (a Parquet table plus JSON metadata under the 
 
 - `full`: recorded by eesim. One row per (generated token, exit layer) with that exit's top-1
   token and its confidence signals. Any exit policy can be replayed on it offline.
-- `exits`: imported from a tool that logged only the exit it took. One row per token with
-  `exit_layer` and optionally `confidence`. Exit decisions are fixed; no policy can be replayed.
+- `exits`: imported from a tool that logged only the exit it took, or realised by a measured
+  run. One row per token with `exit_layer`, optionally `confidence` and `differs` (1 where the
+  token is not the full-depth one). Exit decisions are fixed; no policy can be replayed.
 - `accept`: imported self-speculation logs. One row per decoding step with `accept_length`
   (tokens emitted by the step, the verified bonus token included).
 """
@@ -39,7 +40,7 @@ COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
     "exits": {
         "request_id": ("i", True), "position": ("i", True), "exit_layer": ("i", True),
         "confidence": ("f", False), "task": ("S", False), "prompt_len": ("i", False),
-        "token_class": ("S", False),
+        "token_class": ("S", False), "differs": ("i", False),
     },
     "accept": {
         "request_id": ("i", True), "step": ("i", True), "accept_length": ("i", True),
@@ -49,7 +50,7 @@ COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
 NARROW = {"request_id": "int32", "position": "int32", "prompt_len": "int32", "token": "int32",
           "layer": "int8", "top1": "int32", "max_prob": "float32", "entropy": "float32",
           "margin": "float32", "exit_layer": "int8", "confidence": "float32", "step": "int32",
-          "accept_length": "int16"}
+          "accept_length": "int16", "differs": "int8"}
 CATEGORICAL = ("task", "token_class", "top1_class", "top1_text", "prompt_text")
 
 
