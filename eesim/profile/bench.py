@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from torch.utils import benchmark
 
-from eesim.model import EarlyExitLM, KVCache, ModelConfig
+from eesim.engine.executor import Executor
+from eesim.model import EarlyExitLM, ModelConfig, PagedKVCache
 from eesim.model.presets import model_shape
-from eesim.model.signals import confidence_signals
+from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFill, Layers, Regroup
 from eesim.profile.env import environment, nvml_used_bytes, resolve_device
 from eesim.profile.format import Profile, ProfileMeta
 
@@ -101,50 +102,62 @@ class Rig:
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=self.device, dtype=self.dtype)
 
-    def cache(self, rows: int, length: int) -> KVCache:
-        return KVCache(self.model.cfg, rows, length, dtype=self.dtype, device=self.device)
-
 
 PER_ROW_TERMS = ("exit_head", "final_head", "embed", "sample", "host_sync", "compact", "regroup",
-                 "mask", "kv_fill")
+                 "mask", "kv_fill", "layer_call")
+
+
+def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
+    """The engine's interpreter on `rows` rows of a paged cache, each holding `context` tokens
+    and room for `query` more: profiled operations run exactly as the engine runs them."""
+    block = 16
+    length = context + query
+    per_slot = -(-length // block)
+    cache = PagedKVCache(rig.model.cfg, rows * per_slot, block, rows, length, dtype=rig.dtype,
+                         device=rig.device)
+    for slot in range(rows):
+        cache.reserve(slot, length)
+    v = rig.cfg.vocab_size
+    ex = Executor(rig.model, cache, torch.arange(rows, device=rig.device),
+                  torch.randint(0, v, (rows,), device=rig.device),
+                  torch.full((rows,), context, device=rig.device), drafts=query - 1)
+    ex.h.normal_()
+    return ex
 
 
 def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
-    """The per-row terms at a row count, each a closure over prepared inputs."""
-    m, c, v = rig.model, rig.cfg.dim, rig.cfg.vocab_size
-    h = rig.randn(rows, 1, c)
-    h2 = rig.randn(2 * rows, 1, c)
+    """The per-row terms at a row count, each a closure over prepared inputs; the engine's
+    operations run through its executor (half the rows of a batch of 2 x rows for compact)."""
+    v = rig.cfg.vocab_size
+    ex = executor(rig, rows, 1, KV_FILL_CONTEXT)
+    ex2 = executor(rig, 2 * rows)
+    every = np.ones((1, rows), bool)
+    half = (np.arange(2 * rows) % 2 == 0)[None, :]
+    h = rig.randn(rows, 1, rig.cfg.dim)
     logits = rig.randn(rows, v).float()
-    probs = torch.rand(rows, device=rig.device)
-    active = torch.arange(2 * rows, device=rig.device) % 2 == 0
-    depth = torch.randint(1, rig.cfg.n_layers + 1, (rows,), device=rig.device)
-    keep = probs > 0.5
-    tokens = torch.randint(0, v, (rows, 1), device=rig.device)
-    cache = rig.cache(rows, KV_FILL_CONTEXT + 1)
-
-    def regroup():
-        order = torch.argsort(depth, stable=True)
-        counts = torch.unique_consecutive(depth[order], return_counts=True)[1].tolist()
-        return h.index_select(0, order).split(counts)
-
+    keep = torch.rand(rows, device=rig.device) > 0.5
     return {
-        "exit_head": lambda: confidence_signals(m.exit_logits(h)),
-        "final_head": lambda: m.exit_logits(h).argmax(-1),
-        "embed": lambda: m.embed(tokens),
+        "exit_head": lambda: ex.run(ExitCheck(1, every)),
+        "final_head": lambda: ex.run(FinalHead(every)),
+        "embed": lambda: ex.run(Embed(every)),
         "sample": lambda: torch.multinomial(torch.softmax(logits, -1), 1),
-        "host_sync": lambda: (probs > 0.5).tolist(),
-        "compact": lambda: h2.index_select(0, active.nonzero().squeeze(1)),
-        "regroup": regroup,
+        "host_sync": lambda: ex.run(HostSync(np.ones(1, bool))),
+        "compact": lambda: ex2.run(Compact(half)),
+        "regroup": lambda: ex.run(Regroup(every)),
         "mask": lambda: torch.where(keep[:, None, None], h, h),
-        "kv_fill": lambda: m.fill_kv(h, 0, 1, cache, pos=KV_FILL_CONTEXT),
+        "kv_fill": lambda: ex.run(KVFill(0, 1, every)),
+        "layer_call": lambda: ex.run(Layers(0, 1, every)),  # one layer; its share is taken off
     }
 
 
 def layer_function(rig: Rig, rows: int, query: int, context: int) -> Callable[[], object]:
-    """One layer on `rows` rows of `query` tokens each, after `context` cached tokens."""
-    cache = rig.cache(rows, context + query)
-    h = rig.randn(rows, query, rig.cfg.dim)
-    return lambda: rig.model.run_layers(h, 0, 1, cache=cache, pos=context)
+    """Every instantiated layer in turn on `rows` rows of `query` tokens each, after `context`
+    cached tokens, through the engine's executor and paged cache: a sweep, so that each layer's
+    weights come from memory as in a real pass, not from a cache warmed by re-running one layer.
+    The profile keeps the time per layer (the sweep's, less one segment call, over its layers)."""
+    ex = executor(rig, rows, query, context)
+    op = Layers(0, rig.layers, np.ones((1, rows), bool), query=query)
+    return lambda: ex.run(op)
 
 
 def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -171,8 +184,34 @@ def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None)
         medians = np.array([m for m, _, _ in runs])
         records.append((*point, float(np.median(medians)), float(np.median([i for _, i, _ in runs])),
                         sum(n for _, _, n in runs)))
-    return pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s",
-                                          "iqr_s", "runs"])
+    table = pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s",
+                                           "iqr_s", "runs"])
+    return per_layer(table, rig.layers)
+
+
+def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
+    """Split sweep timings into a segment call and its layers.
+
+    A segment of s layers on r rows costs call(r) + s x layer(r, q, c). Measured: one layer,
+    T1(r) = call + layer(r, 1, 0), and the sweep of all L layers at every grid point,
+    T_L = call + L x layer. So layer(r, 1, 0) = (T_L - T1) / (L - 1), call = T1 - that, and
+    every grid point's layer = (T_L - call) / L (a call never below zero).
+    """
+    table = table.copy()
+    lay = table["term"] == "layer"
+    call = table["term"] == "layer_call"
+    if layers > 1:
+        sweep = table[lay & (table["query"] == 1) & (table["context"] == 0)].set_index("rows")["median_s"]
+        one = table[call].set_index("rows")["median_s"]
+        share = ((sweep.reindex(one.index) - one) / (layers - 1)).fillna(one)
+        table.loc[call, "median_s"] = np.maximum(0.0, one - share).to_numpy()
+    else:
+        table.loc[call, "median_s"] = 0.0
+    calls = table[call].set_index("rows")["median_s"]
+    overhead = table.loc[lay, "rows"].map(calls).fillna(0.0).to_numpy()
+    table.loc[lay, "median_s"] = np.maximum(table.loc[lay, "median_s"].to_numpy() - overhead, 0) / layers
+    table.loc[lay, "iqr_s"] = table.loc[lay, "iqr_s"] / layers
+    return table
 
 
 def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:

@@ -31,6 +31,8 @@ TERMS = {
     "regroup": "sort rows by expected depth and gather them into sub-batches",
     "mask": "torch.where over rows (running a layer masked instead of on a subset)",
     "kv_fill": "K/V projections of one skipped layer written into the cache, for rows",
+    "layer_call": "fixed cost of running a segment of layers on rows, besides the layers: "
+                  "gathering the rows' states and cache slots, positions, dispatch",
 }
 COLUMNS = {"term": "string", "rows": "int32", "query": "int32", "context": "int32",
            "median_s": "float64", "iqr_s": "float64", "runs": "int32"}

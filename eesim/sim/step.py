@@ -154,10 +154,16 @@ class Pricer:
         if index is not None:  # priced with every other rows-only term in one lookup
             self._row_parts.append((index, n, times))
             return
-        safe = np.maximum(n, 1)
-        q = query if np.isscalar(query) else np.where(rows, query, 0).sum(axis=1) / safe
-        ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
+        # a batch runs padded to its longest query and attends over its longest context
+        q = query if np.isscalar(query) else np.where(rows, query, 0).max(axis=1, initial=1)
+        ctx = np.where(rows, self.context, 0).max(axis=1, initial=0) if with_context else 0.0
         self._add(term, n, q, ctx, times)
+
+    def _call(self, n: np.ndarray) -> None:
+        """One call of a segment of layers on n rows per step (its fixed cost)."""
+        index = self.cost.row_index.get("layer_call")
+        if index is not None:
+            self._row_parts.append((index, n, 1.0))
 
     def price(self, op) -> None:
         if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
@@ -165,6 +171,7 @@ class Pricer:
         elif isinstance(op, Layers):
             span = op.end - op.start
             if span:
+                self._call(_count(op.rows))
                 self._rows("layer", op.rows, op.query, span, with_context=True)
                 self.layer_evals += span * np.where(op.rows, op.query, 0)
         elif isinstance(op, ExitCheck):
@@ -192,8 +199,9 @@ class Pricer:
         ones, through every layer; `finishing` rows (prompt complete) also run the final head.
         Prompt work is not counted as layer evaluations per output token."""
         n, q, ctx = np.zeros(self.k), np.ones(self.k), np.zeros(self.k)
-        n[step], q[step], ctx[step] = len(chunks), chunks.mean(), context.mean()
+        n[step], q[step], ctx[step] = len(chunks), chunks.max(), context.max()  # padded
         self._add("layer", n, q, ctx, n_layers)
+        self._call(n.astype(np.int64))
         heads = np.zeros(self.k, np.int64)
         heads[step] = int(finishing.sum())
         self._row_parts.append((self.cost.row_index["final_head"], heads, 1.0))
@@ -211,6 +219,7 @@ class Pricer:
             owed[:, k] = np.where(ran[:, k - 1], 0, owed[:, k - 1] + self.present[k - 1])
         self._owed, self._ran = owed, ran
         for start, end, rows in self._runs:
+            self._call(_count(rows))
             for layer in range(start, end):
                 query = 1 + owed[layer]
                 self._rows("layer", rows, query, 1, with_context=True)
