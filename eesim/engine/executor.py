@@ -14,6 +14,8 @@ row writes past its own are rewritten by its next tokens before anyone reads the
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -44,9 +46,16 @@ class Executor:
         self.layer_evals = np.zeros(rows)
         self.exit_checks = np.zeros(rows)
         self._offset = torch.zeros(rows, dtype=torch.long)  # slot of each row's last one-token op
+        self.seconds = 0.0
+
+    def run(self, op) -> None:
+        """Execute one operation; `seconds` adds up the time spent here."""
+        tick = time.perf_counter()
+        self._run(op)
+        self.seconds += time.perf_counter() - tick
 
     @torch.inference_mode()
-    def run(self, op) -> None:
+    def _run(self, op) -> None:
         if isinstance(op, HostSync):
             self.head_top1[:1, 0].tolist()  # the stall an exit decision costs
             return

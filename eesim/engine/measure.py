@@ -39,6 +39,13 @@ class EngineController(TraceController):
         self.executor = executor
         self.emitted: list[list[int]] = []
 
+    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
+        """The next check layer: an engine cannot know where the next exit is, so it stops at
+        every check to read it, even when the decisions are replayed."""
+        if not self.exits_enabled:
+            return n_layers
+        return layer if every == 1 else -(-layer // every) * every
+
     def emitted_tokens(self, row: int) -> list[int]:
         """The tokens row `row` emits this step: its head answer where it exited, or the
         verified tokens and the full model's own next one (self-speculation)."""
@@ -50,7 +57,7 @@ class LiveController(EngineController):
     """Exit decisions from the model's own confidences at each check, under a policy; drafts
     accepted where they equal the full model's greedy tokens.
 
-    It cannot know where the next exit is, so every check layer is its own segment."""
+    """
 
     def __init__(self, executor: Executor, policy: ExitPolicy | None, tasks: np.ndarray,
                  remaining: np.ndarray, *args, **kwargs) -> None:
@@ -59,11 +66,6 @@ class LiveController(EngineController):
         if policy is not None:
             self.sign = 1.0 if HIGHER_PASSES[policy.signal] else -1.0
             self.threshold = self.sign * np.array([policy.threshold(t) for t in tasks])
-
-    def next_exit(self, layer: int, rows: np.ndarray, n_layers: int, every: int = 1) -> int:
-        if not self.exits_enabled:
-            return n_layers
-        return layer if every == 1 else -(-layer // every) * every
 
     def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
         if not self.exits_enabled or self.policy is None or layer < self.policy.min_layer:
@@ -83,6 +85,25 @@ class LiveController(EngineController):
         agree &= np.arange(k)[None, :] < drafted[0][:, None]
         self.accepted = np.where(rows, np.cumprod(agree, axis=1).sum(axis=1)[None, :], 0)
         return self.accepted
+
+
+@dataclass
+class Iteration:
+    """One pass of the engine's loop: when it started, the rows it decoded and prefilled, the
+    seconds spent executing plan operations and prefilling, and its whole length (start to the
+    next pass's start: scheduling, planning and bookkeeping included)."""
+
+    start: float
+    decode_rows: int
+    prefill_rows: int
+    ops_s: float = 0.0
+    prefill_s: float = 0.0
+    seconds: float | None = None
+
+    @property
+    def overhead_s(self) -> float:
+        """What the pass cost beyond its operations and prefill."""
+        return (self.seconds or 0.0) - self.ops_s - self.prefill_s
 
 
 @dataclass
@@ -109,12 +130,13 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
             sched_cfg: SchedulerConfig, *, task_mix: dict[str, float] | None = None,
             seed: int = 0, live: ExitPolicy | None = None, live_exits: bool = False,
             outputs: dict | None = None, binding: np.ndarray | None = None,
-            realised: dict | None = None) -> tuple[pd.DataFrame, dict]:
+            realised: dict | None = None, timeline: list | None = None) -> tuple[pd.DataFrame, dict]:
     """Serve `workload` with `strategy` on the checkpoint's model; the measured request table
     and its summary. With `live` (or `live_exits` and no policy: never exit early), decisions
     follow the model's own confidences and its own drafts instead of the trace. `outputs`, if
     given, receives each request's prompt and tokens; `realised` receives the decisions taken:
-    `exits` (request, position, exit layer, differs) or `steps` (request, step, tokens)."""
+    `exits` (request, position, exit layer, differs) or `steps` (request, step, tokens);
+    `timeline` receives one `Iteration` per pass of the loop."""
     check_engine_config(strategy, sched_cfg, live)
     model = ckpt.model
     n_layers = model.cfg.n_layers
@@ -169,6 +191,8 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
             nxt += 1
     while done < n:
         now = clock()
+        if timeline and timeline[-1].seconds is None:
+            timeline[-1].seconds = now - timeline[-1].start
         while not closed and nxt < n and workload.arrival_s[nxt] <= now:
             submit(nxt, float(workload.arrival_s[nxt]))
             nxt += 1
@@ -193,12 +217,18 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
         chunks = sched.prefill_chunks()
         for row in decoding:
             cache.reserve(state[row.request].slot, row.context + ahead - 1)
+        it = Iteration(now, len(decoding), len(chunks))
         with torch.inference_mode():
+            tick = time.perf_counter()
             first = _prefill(model, cache, chunks, state) if chunks else {}
+            it.prefill_s = time.perf_counter() - tick
             if decoding:
                 ctl, ex = _decode_step(model, cache, behaviour, binding, strategy, decoding, state,
                                        live, live_exits, tasks, draft_layer)
+                it.ops_s = ex.seconds
         end = clock()
+        if timeline is not None:
+            timeline.append(it)
         for row, chunk in chunks:
             row.prefilled += chunk
             if row.request in first:

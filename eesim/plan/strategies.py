@@ -126,6 +126,14 @@ def check_layers(cfg: StrategyConfig, first: int, last: int, n_layers: int) -> i
     return hi // every - (lo - 1) // every
 
 
+def segment_calls(cfg: StrategyConfig, first: int, stop: int, n_layers: int) -> int:
+    """Calls of layers first..stop when each exit check among them ends a call (a live engine
+    stops at every check to read it): the checks, plus one if `stop` is not a check layer."""
+    checks = check_layers(cfg, first, stop, n_layers)
+    ends_on_check = stop < n_layers and stop >= cfg.min_layer and stop % cfg.check_every == 0
+    return max(1, checks + (0 if ends_on_check else 1))
+
+
 def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, first_check: int,
                     ctl: Controller, start: int = 0) -> Iterator[Op]:
     """Run layers start+1..n on `active`, checking from `first_check` on, compacting exits.
@@ -145,8 +153,9 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
         stop = ctl.next_exit(max(layer, check_from), active, n_layers, cfg.check_every) \
             if layer < n_layers and any_active else n_layers
         stop = max(min(stop, n_layers), layer)
-        yield Layers(layer - 1, stop, running)
         checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
+        calls = segment_calls(cfg, max(layer, check_from), stop, n_layers) if any_active else 1
+        yield Layers(layer - 1, stop, running, calls=calls)
         if checks and any_active:
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
             yield HostSync(active.any(axis=1), checks)
@@ -185,7 +194,7 @@ def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
         stop = ctl.next_exit(max(layer, cfg.min_layer), undecided, n, cfg.check_every) \
             if layer < n else layer
         stop = max(min(stop, n), layer)
-        yield Layers(layer - 1, stop, running)
+        yield Layers(layer - 1, stop, running, calls=segment_calls(cfg, layer, stop, n))
         checks = check_layers(cfg, layer, stop, n)
         if checks:
             yield ExitCheck(min(stop, n - 1), undecided, checks)

@@ -2,8 +2,9 @@
 
     eesim profile --model ref --quick --out profiles/cpu/ref-quick.parquet
 
-Each point: explicit warm-up calls (excluded), then torch.utils.benchmark's blocked_autorange,
-which synchronises CUDA around every block; we keep the median and the interquartile range.
+Each point: a step's operations run in order through the engine's executor, again and again,
+each named one timed alone (CUDA synchronised around it), warm-up passes excluded; we keep the
+median and the interquartile range.
 Shape-only models get random non-zero weights in the profile's dtype; large ones instantiate a
 few layers only (a layer's cost does not depend on how many others exist) and say so.
 """
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils import benchmark
 
 from eesim.engine.executor import Executor
 from eesim.model import EarlyExitLM, ModelConfig, PagedKVCache
 from eesim.model.presets import model_shape
 from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFill, Layers, Regroup
+from eesim.plan.strategies import StrategyConfig
 from eesim.profile.env import environment, nvml_used_bytes, resolve_device
 from eesim.profile.format import Profile, ProfileMeta
 
@@ -66,13 +67,46 @@ def model_params(cfg: ModelConfig) -> int:
     return cfg.n_layers * layer_params(cfg) + heads + cfg.dim
 
 
-def time_point(fn: Callable[[], object], min_run_time: float, warmup: int = 3) -> tuple[float, float, int]:
-    """(median seconds, interquartile range, timed runs) of fn, warm-up excluded."""
-    for _ in range(warmup):
-        fn()
-    m = benchmark.Timer(stmt="fn()", globals={"fn": fn},
-                        num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
-    return float(m.median), float(m.iqr), len(m.times) * m.number_per_run
+Timing = tuple[float, float, int]  # median seconds, interquartile range, runs
+
+
+def time_sequence(steps: list[tuple[str | None, Callable[[], object]]], min_run_time: float,
+                  device: torch.device, warmup: int = 3, min_reps: int = 5) -> dict[str, Timing]:
+    """Run the steps in order, again and again, timing each named one alone: {name: (median
+    seconds, interquartile range, runs)}, warm-up passes excluded.
+
+    Operations are timed inside a sequence like a decoding step's, not each in a tight loop of
+    its own: there the same weights stay in the processor's caches and a layer or a head looks
+    up to twice as fast as it is in a real pass. Unnamed steps run untimed (they set the scene).
+    On CUDA each timed step is synchronised before and after, so its time is its kernels'.
+    """
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    times: dict[str, list[float]] = {name: [] for name, _ in steps if name}
+    reps, started = 0, time.perf_counter()
+    while reps < warmup + min_reps or time.perf_counter() - started < min_run_time:
+        for name, fn in steps:
+            if name is None:
+                fn()
+                continue
+            sync()
+            tick = time.perf_counter()
+            fn()
+            sync()
+            if reps >= warmup:
+                times[name].append(time.perf_counter() - tick)
+        reps += 1
+        if reps == warmup:
+            started = time.perf_counter()
+    out = {}
+    for name, values in times.items():
+        q1, med, q3 = np.percentile(values, [25, 50, 75])
+        out[name] = (float(med), float(q3 - q1), len(values))
+    return out
 
 
 class Rig:
@@ -103,8 +137,8 @@ class Rig:
         return torch.randn(*shape, device=self.device, dtype=self.dtype)
 
 
-PER_ROW_TERMS = ("exit_head", "final_head", "embed", "sample", "host_sync", "compact", "regroup",
-                 "mask", "kv_fill", "layer_call")
+ROW_TERMS = ("embed", "sweep", "exit_head", "final_head", "kv_fill", "layer_call", "host_sync",
+             "compact", "regroup", "sample", "mask")  # timed per row count; sweep splits layer_call
 
 
 def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
@@ -125,9 +159,11 @@ def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
     return ex
 
 
-def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
-    """The per-row terms at a row count, each a closure over prepared inputs; the engine's
-    operations run through its executor (half the rows of a batch of 2 x rows for compact)."""
+def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], object]]]:
+    """A decoding step's operations on `rows` rows, in a step's order, each through the
+    engine's executor: embedding, the sweep of every layer, the final head, a KV fill, a
+    one-layer segment (its call cost) followed by an exit check, the host sync, compaction (half the rows of twice as many),
+    regrouping; plus sampling and masking, which the engine does not run but a plan may price."""
     v = rig.cfg.vocab_size
     ex = executor(rig, rows, 1, KV_FILL_CONTEXT)
     ex2 = executor(rig, 2 * rows)
@@ -136,49 +172,56 @@ def point_functions(rig: Rig, rows: int) -> dict[str, Callable[[], object]]:
     h = rig.randn(rows, 1, rig.cfg.dim)
     logits = rig.randn(rows, v).float()
     keep = torch.rand(rows, device=rig.device) > 0.5
-    return {
-        "exit_head": lambda: ex.run(ExitCheck(1, every)),
-        "final_head": lambda: ex.run(FinalHead(every)),
-        "embed": lambda: ex.run(Embed(every)),
-        "sample": lambda: torch.multinomial(torch.softmax(logits, -1), 1),
-        "host_sync": lambda: ex.run(HostSync(np.ones(1, bool))),
-        "compact": lambda: ex2.run(Compact(half)),
-        "regroup": lambda: ex.run(Regroup(every)),
-        "mask": lambda: torch.where(keep[:, None, None], h, h),
-        "kv_fill": lambda: ex.run(KVFill(0, 1, every)),
-        "layer_call": lambda: ex.run(Layers(0, 1, every)),  # one layer; its share is taken off
-    }
+    return [
+        ("embed", lambda: ex.run(Embed(every))),
+        ("sweep", lambda: ex.run(Layers(0, rig.layers, every))),
+        ("final_head", lambda: ex.run(FinalHead(every))),
+        ("kv_fill", lambda: ex.run(KVFill(0, 1, every))),
+        ("layer_call", lambda: ex.run(Layers(0, 1, every))),  # one layer: its share is taken off
+        ("exit_head", lambda: ex.run(ExitCheck(1, every))),  # after a layer, as checks run
+        ("host_sync", lambda: ex.run(HostSync(np.ones(1, bool)))),
+        ("compact", lambda: ex2.run(Compact(half))),
+        ("regroup", lambda: ex.run(Regroup(every))),
+        ("sample", lambda: torch.multinomial(torch.softmax(logits, -1), 1)),
+        ("mask", lambda: torch.where(keep[:, None, None], h, h)),
+    ]
 
 
-def layer_function(rig: Rig, rows: int, query: int, context: int) -> Callable[[], object]:
+def layer_sequence(rig: Rig, rows: int, query: int, context: int) -> list[tuple[str | None, Callable]]:
     """Every instantiated layer in turn on `rows` rows of `query` tokens each, after `context`
-    cached tokens, through the engine's executor and paged cache: a sweep, so that each layer's
-    weights come from memory as in a real pass, not from a cache warmed by re-running one layer.
-    The profile keeps the time per layer (the sweep's, less one segment call, over its layers)."""
+    cached tokens, through the engine's executor and paged cache, then the head (untimed) as a
+    step would: each layer's weights come from memory as in a real pass."""
     ex = executor(rig, rows, query, context)
-    op = Layers(0, rig.layers, np.ones((1, rows), bool), query=query)
-    return lambda: ex.run(op)
+    every = np.ones((1, rows), bool)
+    sweep = Layers(0, rig.layers, every, query=query)
+    return [("layer", lambda: ex.run(sweep)), (None, lambda: ex.run(FinalHead(every)))]
 
 
 def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Time every term over the grid, in `grid.rounds` passes over all points.
 
-    Each point's value is the median over rounds of its blocked_autorange median, so a slow
-    spell of the machine (another tenant, a clock change) touches one round, not one point's
-    every sample. Inputs are built before each timing and dropped after it.
+    Each point's value is the median over rounds of its in-sequence median, so a slow spell of
+    the machine (another tenant, a clock change) touches one round, not one point's every
+    sample. Inputs are built before each timing and dropped after it.
     """
     points = [("layer", r, q, c) for r, q, c in grid.layer_points(rig.cfg, rig.device.type == "cpu")]
-    points += [(term, r, 1, KV_FILL_CONTEXT if term == "kv_fill" else 0)
-               for r in grid.rows for term in PER_ROW_TERMS]
-    samples: dict[tuple, list[tuple[float, float, int]]] = {p: [] for p in points}
+    samples: dict[tuple, list[tuple[float, float, int]]] = {}
     with torch.inference_mode():
         for _ in range(grid.rounds):
-            for term, rows, query, context in points:
-                fn = (layer_function(rig, rows, query, context) if term == "layer"
-                      else point_functions(rig, rows)[term])
-                samples[(term, rows, query, context)].append(time_point(fn, grid.min_run_time))
+            for _, rows, query, context in points:
+                timed = time_sequence(layer_sequence(rig, rows, query, context), grid.min_run_time,
+                                      rig.device)
+                samples.setdefault(("layer", rows, query, context), []).append(timed["layer"])
                 if on_point:
-                    on_point(term)
+                    on_point("layer")
+            for rows in grid.rows:
+                timed = time_sequence(row_sequence(rig, rows), grid.min_run_time * len(ROW_TERMS),
+                                      rig.device)
+                for term, value in timed.items():
+                    context = KV_FILL_CONTEXT if term == "kv_fill" else 0
+                    samples.setdefault((term, rows, 1, context), []).append(value)
+                if on_point:
+                    on_point("terms")
     records = []
     for point, runs in samples.items():
         medians = np.array([m for m, _, _ in runs])
@@ -189,34 +232,67 @@ def measure(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None)
     return per_layer(table, rig.layers)
 
 
+def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:
+    """Timings a profile will take (points x rounds, plus the step term), for the progress bar."""
+    return (len(grid.layer_points(rig_cfg, on_cpu)) + len(grid.rows)) * grid.rounds + len(grid.rows)
+
+
 def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
     """Split sweep timings into a segment call and its layers.
 
-    A segment of s layers on r rows costs call(r) + s x layer(r, q, c). Measured: one layer,
-    T1(r) = call + layer(r, 1, 0), and the sweep of all L layers at every grid point,
-    T_L = call + L x layer. So layer(r, 1, 0) = (T_L - T1) / (L - 1), call = T1 - that, and
-    every grid point's layer = (T_L - call) / L (a call never below zero).
+    A segment of s layers on r rows costs call(r) + s x layer(r, q, c). Timed in the same
+    sequence of a step's operations: one layer, T1 = call + layer, and the sweep of all L
+    layers, T_L = call + L x layer; so layer = (T_L - T1) / (L - 1) and call = T1 - layer
+    (never below zero). Every grid point's sweep then gives layer = (T_L - call(r)) / L.
     """
     table = table.copy()
-    lay = table["term"] == "layer"
     call = table["term"] == "layer_call"
-    if layers > 1:
-        sweep = table[lay & (table["query"] == 1) & (table["context"] == 0)].set_index("rows")["median_s"]
-        one = table[call].set_index("rows")["median_s"]
-        share = ((sweep.reindex(one.index) - one) / (layers - 1)).fillna(one)
-        table.loc[call, "median_s"] = np.maximum(0.0, one - share).to_numpy()
-    else:
-        table.loc[call, "median_s"] = 0.0
+    sweep = table[table["term"] == "sweep"].set_index("rows")["median_s"]
+    one = table[call].set_index("rows")["median_s"]
+    share = (sweep.reindex(one.index) - one) / (layers - 1) if layers > 1 else one
+    table.loc[call, "median_s"] = np.maximum(0.0, one - share).to_numpy()
     calls = table[call].set_index("rows")["median_s"]
+    lay = table["term"] == "layer"
     overhead = table.loc[lay, "rows"].map(calls).fillna(0.0).to_numpy()
     table.loc[lay, "median_s"] = np.maximum(table.loc[lay, "median_s"].to_numpy() - overhead, 0) / layers
     table.loc[lay, "iqr_s"] = table.loc[lay, "iqr_s"] / layers
-    return table
+    return table[table["term"] != "sweep"].reset_index(drop=True)
 
 
-def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:
-    """Timings a profile will take (points x rounds), for the progress bar."""
-    return (len(grid.layer_points(rig_cfg, on_cpu)) + len(grid.rows) * len(PER_ROW_TERMS)) * grid.rounds
+STEP_PASSES = 24  # decode passes per engine run that times the step overhead
+
+
+def step_overhead(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Term `step`: what one decoding pass of the engine costs beyond the operations it runs
+    (scheduling, the plan generator, the controller, per-row bookkeeping), by decoding rows.
+
+    Measured on the engine itself: a closed loop of `rows` requests served at full depth, every
+    pass timed whole and inside its operations (`Iteration`); the term is the median of the
+    difference over the passes that prefilled nothing.
+    """
+    from eesim.engine.measure import measure as serve
+    from eesim.sched import SchedulerConfig
+    from eesim.sim.behaviour import Behaviour
+    from eesim.sim.workload import closed_loop
+
+    layers = rig.model.cfg.n_layers
+    never = Behaviour(n_layers=layers, offsets=np.array([0, STEP_PASSES + 1]),
+                      tasks=np.array(["any"]), pass_bits=np.zeros(STEP_PASSES + 1, np.uint64),
+                      agree_bits=np.full(STEP_PASSES + 1, (1 << layers) - 1, np.uint64),
+                      mapped_from=None)
+    records = []
+    for rows in grid.rows:
+        timeline: list = []
+        serve(rig, never, closed_loop(rows, rows, 0, prompt=(8, 8), output=(STEP_PASSES, STEP_PASSES)),
+              StrategyConfig(name="full"), SchedulerConfig(max_batch=rows, kv_capacity_bytes=2**40),
+              timeline=timeline)
+        overhead = np.array([it.overhead_s for it in timeline
+                             if it.seconds is not None and it.prefill_rows == 0 and it.decode_rows])
+        records.append(("step", rows, 1, 0, float(np.median(overhead)),
+                        float(np.subtract(*np.percentile(overhead, [75, 25]))), len(overhead)))
+        if on_point:
+            on_point("step")
+    return pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s", "iqr_s", "runs"])
 
 
 def memory_facts_from_shape(cfg: ModelConfig, size: int) -> dict:
@@ -267,6 +343,7 @@ def run_profile(name: str, device: str = "auto", quick: bool = False, dtype: str
     if on_start:
         on_start(point_count(rig.cfg, grid, dev.type == "cpu"))
     table = measure(rig, grid, on_point)
+    table = pd.concat([table, step_overhead(rig, grid, on_point)], ignore_index=True)
     skipped = len(DEFAULT.layer_points(rig.cfg, False)) - len(grid.layer_points(rig.cfg, dev.type == "cpu"))
     notes = list(rig.notes)
     if dev.type == "cpu" and skipped and not quick:

@@ -33,6 +33,8 @@ TERMS = {
     "kv_fill": "K/V projections of one skipped layer written into the cache, for rows",
     "layer_call": "fixed cost of running a segment of layers on rows, besides the layers: "
                   "gathering the rows' states and cache slots, positions, dispatch",
+    "step": "what one decoding pass of the engine costs beyond its operations (scheduling, "
+            "planning, bookkeeping), by decoding rows",
 }
 COLUMNS = {"term": "string", "rows": "int32", "query": "int32", "context": "int32",
            "median_s": "float64", "iqr_s": "float64", "runs": "int32"}

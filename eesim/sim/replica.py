@@ -88,6 +88,7 @@ class Replica:
         if not rows:  # only prompts still prefilling: the step is their chunk
             pricer = Pricer(sim.cost, np.zeros((1, 1)))
             self._add_prefill(pricer, chunks)
+            pricer.passes(np.zeros(1, np.int64))
             return pricer.seconds, lambda now: None
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]
@@ -135,6 +136,7 @@ class Replica:
             deferred = np.stack([zero if r.deferred is None or j else r.deferred
                                  for r, j in zip(rows, joins, strict=True)])
         pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position, present, deferred)
+        pricer.passes(np.add.reduce(present, axis=1, dtype=np.int64))
         if present.any():
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)

@@ -159,6 +159,13 @@ class Pricer:
         ctx = np.where(rows, self.context, 0).max(axis=1, initial=0) if with_context else 0.0
         self._add(term, n, q, ctx, times)
 
+    def passes(self, rows: np.ndarray) -> None:
+        """Each step is one pass of the engine's loop over `rows` (K,) decoding rows (0: a pass
+        that only prefills), with its fixed cost (profile term `step`, if measured)."""
+        index = self.cost.row_index.get("step")
+        if index is not None:
+            self._row_parts.append((index, np.maximum(rows, 1).astype(np.int64), 1.0))
+
     def _call(self, n: np.ndarray) -> None:
         """One call of a segment of layers on n rows per step (its fixed cost)."""
         index = self.cost.row_index.get("layer_call")
@@ -171,7 +178,7 @@ class Pricer:
         elif isinstance(op, Layers):
             span = op.end - op.start
             if span:
-                self._call(_count(op.rows))
+                self._call(_count(op.rows) * op.calls)
                 self._rows("layer", op.rows, op.query, span, with_context=True)
                 self.layer_evals += span * np.where(op.rows, op.query, 0)
         elif isinstance(op, ExitCheck):
