@@ -342,3 +342,13 @@ def write_validation(table: pd.DataFrame, summary: dict, folder: Path) -> tuple[
     write_parquet_atomic(table, paths[0], json.dumps(summary))
     write_json_atomic(paths[1], summary)
     return paths
+
+
+def speedup_table(table: pd.DataFrame, load: str = "closed") -> pd.DataFrame:
+    """Realised speedup over `full` beside the layer-savings bound, per early-exit strategy and
+    batch cap: medians over the task mixes of one load (closed loop: saturation)."""
+    rows = table[(table["load"] == load) & (table["strategy"] != "full")].copy()
+    rows["label"] = [s.split(" b")[0] for s in rows["scenario"]]
+    return (rows.groupby(["label", "max_batch"])[["speedup_measured", "speedup_predicted",
+                                                  "speedup_bound"]]
+            .median().reset_index())

@@ -29,7 +29,7 @@ def test_profile_show_lists_the_terms_and_environment(tiny_profile):
     doc = json.loads(out.stdout)
     assert doc["kind"] == "measured" and doc["device_type"] == "cpu"
     assert {"layer", "exit_head", "host_sync", "compact", "kv_fill", "regroup", "mask",
-            "final_head", "embed", "sample"} <= set(doc["terms"])
+            "final_head", "embed", "sample", "layer_call", "step"} <= set(doc["terms"])
     assert doc["env"]["torch"] and doc["env"]["nvml"] is None and doc["env"]["threads"] >= 1
     assert doc["memory"]["kv_bytes_per_token_per_layer"] == 2 * 2 * 16 * 4
     assert doc["by_term"]["layer"]["query"] == [1, 4, 64]
@@ -58,3 +58,42 @@ def test_bad_requests_fail_with_one_clear_line(tmp_path):
     out = runner.invoke(app, ["profile", "--device", "cuda", "--out", str(tmp_path / "x.parquet")])
     assert out.exit_code == 2 and "no CUDA device" in out.output
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_the_engine_step_overhead_is_measured_per_row_count(tiny_profile):
+    """Term `step`: an engine pass's cost beyond its operations, timed on the engine itself."""
+    table = read_profile(tiny_profile).table
+    step = table[table["term"] == "step"]
+    assert list(step["rows"]) == [1, 4, 16] and (step["median_s"] > 0).all()
+    assert (step["runs"] >= 20).all()  # decode passes that prefilled nothing
+
+
+def test_a_sweep_splits_into_a_segment_call_and_per_layer_cost():
+    """T1 = call + layer, T_L = call + L x layer, at every grid point T_L = call + L x layer."""
+    import pandas as pd
+
+    from eesim.profile.bench import per_layer
+
+    call, layer, layers = 30e-6, 100e-6, 4
+    rows = [("layer_call", 2, 1, 0, call + layer), ("sweep", 2, 1, 0, call + layers * layer),
+            ("layer", 2, 1, 0, call + layers * layer), ("layer", 2, 8, 64, call + layers * 5 * layer),
+            ("exit_head", 2, 1, 0, 7e-6)]
+    table = pd.DataFrame([(*r, 0.0, 10) for r in rows],
+                         columns=["term", "rows", "query", "context", "median_s", "iqr_s", "runs"])
+    out = per_layer(table, layers).set_index(["term", "query"])["median_s"]
+    assert out[("layer_call", 1)] == pytest.approx(call)
+    assert out[("layer", 1)] == pytest.approx(layer)
+    assert out[("layer", 8)] == pytest.approx(5 * layer)
+    assert out[("exit_head", 1)] == 7e-6 and "sweep" not in out.index.get_level_values(0)
+
+
+@pytest.mark.parametrize(("first", "stop", "every", "calls"), [
+    (1, 5, 1, 5),   # checks after 1..5, the segment ends on the check at 5
+    (1, 8, 1, 8),   # checks after 1..7, then layer 8 alone
+    (3, 8, 2, 3),   # checks after 4 and 6, calls end at 4, 6 and the last layer
+    (2, 2, 1, 1),
+])
+def test_a_live_engine_splits_a_segment_at_every_check(first, stop, every, calls):
+    from eesim.plan.strategies import StrategyConfig, segment_calls
+
+    assert segment_calls(StrategyConfig(name="compact", check_every=every), first, stop, 8) == calls

@@ -1,4 +1,5 @@
-"""`eesim demo`: every stage that exists, on the embedded default."""
+"""`eesim demo`: the whole loop on the embedded default: model, trace, policy, profile,
+simulation, measurement and validation."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def demo(
     from eesim.model import REFERENCE_DIR, load_checkpoint
     from eesim.policy.calibrate import calibrate as run_calibration
     from eesim.policy.replay import depth_distribution
+    from eesim.profile.format import write_profile
     from eesim.trace import read_trace, write_trace
     from eesim.trace.prompts import heldout_prompts
     from eesim.trace.record import RefExitModel, record
@@ -54,16 +56,50 @@ def demo(
     policy.save(written["policy"])
     written["calibration report"] = out / "calibration.json"
     write_json_atomic(written["calibration report"], heldout)
+    table, summary, bench = _demo_validation(out / "validation")
+    written["profile (quick)"] = out / "profile-quick.parquet"
+    write_profile(bench.profile, written["profile (quick)"])
     written["simulations"] = out / "simulate"
-    _demo_simulations(trace_, policy, written["simulations"])
+    _demo_simulations(trace_, policy, bench.cost, written["simulations"])
+    written["validation"] = out / "validation" / "validation.parquet"
     typer.echo("\nOutputs:")
     for name, path in written.items():
         typer.echo(f"  {name:20s} {path}")
+    typer.echo(f"\nThe dashboard reads the validation table from {written['validation']} "
+               f"(the committed full grid: profiles/cpu/validation.parquet).")
 
 
-def _demo_simulations(trace_, policy, out: Path) -> None:
-    """Every strategy on the committed CPU profile of the reference model, side by side."""
-    from eesim.costmodel import CostModel
+def _demo_validation(out: Path):
+    """Profile this machine (quick grid), then simulate and measure the quick scenario grid."""
+    from eesim.cli.common import progress
+    from eesim.validate import GRIDS, validate, write_validation
+
+    grid = GRIDS["quick"]
+    with progress() as bar:
+        prof = bar.add_task("profiling ref (quick)", total=None, info="")
+        runs = bar.add_task("simulating and measuring", total=len(grid.scenarios), info="")
+        table, summary, bench = validate(
+            grid, on_start=lambda n: bar.update(prof, total=n),
+            on_point=lambda term: bar.update(prof, advance=1, info=term),
+            on_scenario=lambda sc: bar.update(runs, advance=1, info=sc.label))
+    write_validation(table, summary, out)
+    typer.echo(f"\nPredicted vs measured on this machine ({len(table)} scenarios of the quick grid, "
+               f"profile taken in the same run):")
+    typer.echo("| scenario | TPOT predicted | TPOT measured | error | measured speedup (bound) |")
+    typer.echo("|---|---|---|---|---|")
+    for r in table.itertuples():
+        typer.echo(f"| {r.scenario} | {r.tpot_mean_predicted * 1e3:.2f} ms | "
+                   f"{r.tpot_mean_measured * 1e3:.2f} ms | {r.tpot_mean_abs_error:.1%} | "
+                   f"{r.speedup_measured:.2f} ({r.speedup_bound:.2f}) |")
+    med, p90 = summary["median_abs_error"], summary["p90_abs_error"]
+    typer.echo("\n| error | " + " | ".join(med) + " |\n|---|" + "---|" * len(med))
+    for name, errors in (("median", med), ("p90", p90)):
+        typer.echo(f"| {name} | " + " | ".join(f"{e:.1%}" for e in errors.values()) + " |")
+    return table, summary, bench
+
+
+def _demo_simulations(trace_, policy, cost, out: Path) -> None:
+    """Every strategy on this machine's profile of the reference model, side by side."""
     from eesim.io import write_json_atomic
     from eesim.plan.strategies import STRATEGIES, StrategyConfig
     from eesim.sched import SchedulerConfig
@@ -71,7 +107,6 @@ def _demo_simulations(trace_, policy, out: Path) -> None:
     from eesim.sim.simulate import simulate as run_sim
     from eesim.sim.workload import poisson
 
-    cost = CostModel.load(REFERENCE_TRACE.parents[1] / "profiles" / "cpu" / "ref.parquet")
     behaviour = from_trace(trace_, policy, cost.meta.model.n_layers)
     workload = poisson(20.0, 300, seed=0)
     typer.echo(f"\nSimulated on {cost.label}: {workload.source}, 300 requests, max batch 16")

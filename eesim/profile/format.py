@@ -62,6 +62,9 @@ class ProfileMeta(BaseModel):
     env: dict = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     quick: bool = False
+    in_situ: dict[int, float] = Field(default_factory=dict, description="Per row count: the "
+                                      "engine's operations in its own passes over their profiled "
+                                      "time, already applied to the table (CPU).")
     seconds: float = 0.0
     eesim_version: str = eesim.__version__
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
