@@ -49,6 +49,7 @@ MIXES = {"prose": {"prose": 1.0}, "code": {"code": 1.0}, "json": {"json": 1.0},
 POISSON_LOAD = 0.5       # Poisson arrivals at this share of the simulated closed-loop capacity
 KV_CAPACITY = 2**30      # bytes of KV blocks: enough that nothing is preempted
 BUDGET = 0.01            # the policy's calibration quality budget, as in `eesim demo`
+RECALIBRATE = True       # re-measure step and in-situ factors before each scenario (drift)
 METRICS = {"tpot_mean": ("tpot_s", "mean"), "tpot_p90": ("tpot_s", "p90"),
            "ttft_mean": ("ttft_s", "mean"), "throughput": ("throughput_tokens_per_s",),
            "peak_memory": ("peak_memory_bytes",)}
@@ -133,6 +134,19 @@ class Bench:
     def n_layers(self) -> int:
         return self.behaviour.n_layers
 
+    def recalibrate(self, max_batch: int) -> float:
+        """Measure `step` and the in-situ factors again at the profile's row counts up to
+        `max_batch` (a few dozen full-depth engine passes each), and price with them: the
+        machine's speed drifts over minutes, the operations' timings do not change. The
+        factor at the largest of those row counts."""
+        from eesim.profile.bench import recalibrate
+
+        counts = sorted(set(self.profile.table.loc[self.profile.table["term"] == "step", "rows"]))
+        wanted = [r for r in counts if r <= max_batch] or counts[:1]
+        self.profile = recalibrate(self.profile, self.ckpt.model, wanted)
+        self.cost = CostModel(self.profile)
+        return float(self.profile.meta.in_situ[wanted[-1]])
+
 
 def prepare(quick: bool, on_start: Callable[[int], None] | None = None,
             on_point: Callable[[str], None] | None = None) -> Bench:
@@ -192,6 +206,7 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
     sched = SchedulerConfig(max_batch=scenario.max_batch, kv_capacity_bytes=KV_CAPACITY)
     args = {"task_mix": MIXES[scenario.mix], "seed": seed,
             "binding": straggler_binding(bench.behaviour, n, seed) if scenario.mix == "straggler" else None}
+    factor = bench.recalibrate(scenario.max_batch) if RECALIBRATE else np.nan
     rate, workload = _workload(bench, scenario, sizes, n, sched, args)
     predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
     try:
@@ -210,6 +225,7 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
         row[f"{metric}_measured"] = _value(measured, metric)
     row["layers_per_token_predicted"] = predicted["layers_per_token"]
     row["layers_per_token_measured"] = measured.get("layers_per_token", np.nan)
+    row["in_situ_factor"] = factor
     row["extrapolated"] = bool(predicted["extrapolated"])
     row["unmeasured"] = unmeasured
     return row

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,7 +267,7 @@ def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
 STEP_PASSES = 24  # decode passes per engine run (step overhead, in-situ factor)
 
 
-def engine_passes(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None = None
+def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str], None] | None = None
                   ) -> tuple[pd.DataFrame, dict[int, tuple[float, float]]]:
     """Term `step`, and the engine's own operation times, from full-depth engine runs.
 
@@ -288,7 +288,7 @@ def engine_passes(rig: Rig, grid: Grid, on_point: Callable[[str], None] | None =
                       agree_bits=np.full(STEP_PASSES + 1, (1 << layers) - 1, np.uint64),
                       mapped_from=None)
     records, ops = [], {}
-    for rows in grid.rows:
+    for rows in row_counts:
         timeline: list = []
         serve(rig, never, closed_loop(rows, rows, 0, prompt=(8, 8), output=(STEP_PASSES, STEP_PASSES)),
               StrategyConfig(name="full"), SchedulerConfig(max_batch=rows, kv_capacity_bytes=2**40),
@@ -341,6 +341,32 @@ def scale_in_situ(table: pd.DataFrame, factors: dict[int, float]) -> pd.DataFram
     return table
 
 
+def recalibrate(profile: Profile, model, row_counts: Sequence[int]) -> Profile:
+    """The profile with `step` and the in-situ factors measured again now, at `row_counts`, on
+    `model` (the engine's): a shared machine's speed drifts over minutes, so a measurement
+    about to be made is predicted with the factors of the moment. The operations' own timings
+    are kept."""
+    if profile.meta.device_type != "cpu":
+        return profile
+    old = profile.meta.in_situ
+    table = scale_in_situ(profile.table, {r: 1 / f for r, f in old.items()})
+    rig = _EngineRig(model)
+    steps, ops = engine_passes(rig, row_counts)
+    measured = set(steps["rows"])
+    table = pd.concat([table[~((table["term"] == "step") & table["rows"].isin(measured))], steps],
+                      ignore_index=True)
+    meta = profile.meta.model_copy(deep=True)
+    meta.in_situ = {**old, **in_situ(Profile(table, meta), rig.layers, ops)}
+    return Profile(scale_in_situ(table, meta.in_situ), meta, profile.where)
+
+
+class _EngineRig:
+    """What `engine_passes` needs of a rig: the model the engine runs and its layer count."""
+
+    def __init__(self, model) -> None:
+        self.model, self.layers = model, model.cfg.n_layers
+
+
 def memory_facts_from_shape(cfg: ModelConfig, size: int) -> dict:
     """Byte counts that follow from the shape and the element size alone."""
     head = (cfg.vocab_size * cfg.dim + cfg.dim) * size
@@ -389,7 +415,7 @@ def run_profile(name: str, device: str = "auto", quick: bool = False, dtype: str
     if on_start:
         on_start(point_count(rig.cfg, grid, dev.type == "cpu"))
     table = measure(rig, grid, on_point)
-    steps, ops = engine_passes(rig, grid, on_point)
+    steps, ops = engine_passes(rig, grid.rows, on_point)
     table = pd.concat([table, steps], ignore_index=True)
     skipped = len(DEFAULT.layer_points(rig.cfg, False)) - len(grid.layer_points(rig.cfg, dev.type == "cpu"))
     notes = list(rig.notes)
