@@ -97,3 +97,25 @@ def test_a_live_engine_splits_a_segment_at_every_check(first, stop, every, calls
     from eesim.plan.strategies import StrategyConfig, segment_calls
 
     assert segment_calls(StrategyConfig(name="compact", check_every=every), first, stop, 8) == calls
+
+
+def test_recalibration_measures_the_factors_again_and_keeps_the_timings(tiny_profile):
+    """Only `step` and the in-situ factors of the row counts asked for are measured again; an
+    operation's own timing (its priced time over its factor) is kept."""
+    import torch
+
+    from eesim.model import EarlyExitLM
+    from eesim.profile.bench import recalibrate
+
+    profile = read_profile(tiny_profile)
+    torch.manual_seed(0)
+    again = recalibrate(profile, EarlyExitLM(profile.meta.model).eval(), [1, 4])
+    assert set(again.meta.in_situ) == {1, 4, 16} and again.meta.in_situ[16] == profile.meta.in_situ[16]
+
+    def own(p, term, rows):
+        t = p.table
+        return t[(t["term"] == term) & (t["rows"] == rows)]["median_s"].iloc[0] / p.meta.in_situ[rows]
+
+    for rows in (1, 4, 16):
+        assert own(again, "final_head", rows) == pytest.approx(own(profile, "final_head", rows))
+    assert (again.table["term"] == "step").sum() == 3

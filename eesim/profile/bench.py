@@ -161,11 +161,11 @@ def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
 
 def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], object]]]:
     """A decoding step's operations on `rows` rows, in a step's order, each through the
-    engine's executor: embedding, the sweep of every layer, the final head, a KV fill, every
-    layer again as its own segment followed by an exit check and its host sync (compact's
-    pattern; the one-layer calls give the call cost), compaction (half the rows of twice as
-    many), regrouping; plus sampling and masking, which the engine does not run but a plan may
-    price."""
+    engine's executor: embedding, the sweep of every layer, the final head, a KV fill of every
+    layer (kept per layer), every layer again as its own segment followed by an exit check and
+    its host sync (compact's pattern; the one-layer calls give the call cost), compaction (half
+    the rows of twice as many), regrouping; plus sampling and masking, which the engine does not
+    run but a plan may price."""
     v = rig.cfg.vocab_size
     ex = executor(rig, rows, 1, KV_FILL_CONTEXT)
     ex2 = executor(rig, 2 * rows)
@@ -183,7 +183,7 @@ def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], obj
         ("embed", lambda: ex.run(Embed(every))),
         ("sweep", lambda: ex.run(Layers(0, rig.layers, every))),
         ("final_head", lambda: ex.run(FinalHead(every))),
-        ("kv_fill", lambda: ex.run(KVFill(0, 1, every))),
+        ("kv_fill", lambda: ex.run(KVFill(0, rig.layers, every))),  # every layer: per layer below
         *checked,
         ("compact", lambda: ex2.run(Compact(half))),
         ("regroup", lambda: ex.run(Regroup(every))),
@@ -248,7 +248,8 @@ def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
     A segment of s layers on r rows costs call(r) + s x layer(r, q, c). Timed in the same
     sequence of a step's operations: one layer, T1 = call + layer, and the sweep of all L
     layers, T_L = call + L x layer; so layer = (T_L - T1) / (L - 1) and call = T1 - layer
-    (never below zero). Every grid point's sweep then gives layer = (T_L - call(r)) / L.
+    (never below zero). Every grid point's sweep then gives layer = (T_L - call(r)) / L. A KV
+    fill, timed over every layer, is kept per layer.
     """
     table = table.copy()
     call = table["term"] == "layer_call"
@@ -257,6 +258,8 @@ def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
     share = (sweep.reindex(one.index) - one) / (layers - 1) if layers > 1 else one
     table.loc[call, "median_s"] = np.maximum(0.0, one - share).to_numpy()
     calls = table[call].set_index("rows")["median_s"]
+    fill = table["term"] == "kv_fill"  # timed over every layer: a fill's call cost amortised
+    table.loc[fill, ["median_s", "iqr_s"]] /= layers
     lay = table["term"] == "layer"
     overhead = table.loc[lay, "rows"].map(calls).fillna(0.0).to_numpy()
     table.loc[lay, "median_s"] = np.maximum(table.loc[lay, "median_s"].to_numpy() - overhead, 0) / layers
