@@ -57,6 +57,24 @@ def main() -> None:
           f"{layer.quantile(0.9):.1%} / {layer.max():.1%} |")
     print(f"| run 1 vs run 2 over all points of all terms: median / p90 | {rel.median():.1%} / "
           f"{rel.quantile(0.9):.1%} |")
+    own_a = _own(first)
+    own_b = _own(second)
+    own = ((own_b - own_a).abs() / own_a).dropna()
+    own_layer = own.xs("layer", level="term")
+    print(f"| the same without the in-situ factors (operations' own timings): median layer point / "
+          f"all layer points median / p90 | {own_layer.loc[mid]:.1%} / {own_layer.median():.1%} / "
+          f"{own_layer.quantile(0.9):.1%} |")
+    print("| in-situ factor per row count, run 1 / run 2 | "
+          + ", ".join(f"{r}: {first.meta.in_situ[r]:.2f} / {second.meta.in_situ[r]:.2f}"
+                      for r in first.meta.in_situ) + " |")
+
+
+def _own(profile):
+    """Median seconds per point with the in-situ factor taken off (the operations' timings)."""
+    from eesim.profile.bench import scale_in_situ
+
+    table = scale_in_situ(profile.table, {r: 1 / f for r, f in profile.meta.in_situ.items()})
+    return table.set_index(["term", "rows", "query", "context"])["median_s"]
 
 
 if __name__ == "__main__":

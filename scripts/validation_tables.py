@@ -15,7 +15,9 @@ from eesim.validate import METRICS, speedup_table
 def main(path: str) -> None:
     table, summary = read_parquet_with_meta(Path(path), ValueError, "validation table")
     print(f"{summary['grid']} grid, {summary['scenarios']} scenarios, {summary['seconds']:.0f} s, "
-          f"{summary['date']}, {summary['environment'].get('cpu', '')}\n")
+          f"{summary['date']}, {summary['environment']['device_name']}, torch "
+          f"{summary['environment']['torch']}, {summary['environment']['threads']} threads, "
+          f"profile {summary['profile']['seconds']:.0f} s\n")
     print("| error | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
     for key in ("median_abs_error", "p90_abs_error"):
         print(f"| {key.split('_')[0]} | "

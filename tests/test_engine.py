@@ -120,6 +120,8 @@ def test_measure_cli_takes_the_simulate_flags_and_writes_the_same_files(tmp_path
                                               "shadow_tokens", "kill_at_s", "replicas",
                                               "prefill_tokens"}
     assert (tmp_path / "m" / "requests.parquet").exists()
+    realised = read_trace(tmp_path / "m" / "realised.parquet")
+    assert realised.kind == "exits" and len(realised.table) == 4 * 10  # a row per emitted token
     bad = CliRunner().invoke(app, ["measure", *args[:1],
                                    str(ROOT / "profiles" / "analytic" / "h100-sxm-llama-3-8b.parquet"),
                                    *args[2:], "--map-depth"])

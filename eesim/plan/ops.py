@@ -28,14 +28,14 @@ class Layers:
     array when rows verify different numbers of drafts), starting `offset` tokens past the
     row's next position (a draft's index; an int or a (K, R) array). `calls`: how many calls
     an engine makes of it: one, or one per exit check inside it, since a live engine cannot
-    know at which check a row will leave (a planner that knows merges them)."""
+    know at which check a row will leave (a planner that knows merges them); an int or (K,)."""
 
     start: int
     end: int
     rows: np.ndarray
     query: int | np.ndarray = 1
     offset: int | np.ndarray = 0
-    calls: int = 1
+    calls: int | np.ndarray = 1
 
 
 @dataclass(frozen=True, slots=True)

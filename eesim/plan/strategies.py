@@ -126,10 +126,12 @@ def check_layers(cfg: StrategyConfig, first: int, last: int, n_layers: int) -> i
     return hi // every - (lo - 1) // every
 
 
-def segment_calls(cfg: StrategyConfig, first: int, stop: int, n_layers: int) -> int:
+def segment_calls(cfg: StrategyConfig, first: int, stop: int, n_layers: int,
+                  checks: int | None = None) -> int:
     """Calls of layers first..stop when each exit check among them ends a call (a live engine
     stops at every check to read it): the checks, plus one if `stop` is not a check layer."""
-    checks = check_layers(cfg, first, stop, n_layers)
+    if checks is None:
+        checks = check_layers(cfg, first, stop, n_layers)
     ends_on_check = stop < n_layers and stop >= cfg.min_layer and stop % cfg.check_every == 0
     return max(1, checks + (0 if ends_on_check else 1))
 
@@ -145,6 +147,7 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
     check_from = max(first_check, cfg.min_layer)
     running = active  # rows computing layers: the active ones and any shadowed exits
     shadowed = False
+    tail = np.zeros(active.shape[0], bool)  # steps left with shadowed rows only: one last call
     layer = start + 1
     while layer <= n_layers:
         any_active = bool(active.any())
@@ -154,7 +157,10 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
             if layer < n_layers and any_active else n_layers
         stop = max(min(stop, n_layers), layer)
         checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
-        calls = segment_calls(cfg, max(layer, check_from), stop, n_layers) if any_active else 1
+        checking = active.any(axis=1)
+        calls = np.where(checking, segment_calls(cfg, 0, stop, n_layers, checks) if any_active else 1,
+                         np.where(tail, 0, 1))
+        tail = tail | (~checking & running.any(axis=1))
         yield Layers(layer - 1, stop, running, calls=calls)
         if checks and any_active:
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
@@ -194,8 +200,8 @@ def sync(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
         stop = ctl.next_exit(max(layer, cfg.min_layer), undecided, n, cfg.check_every) \
             if layer < n else layer
         stop = max(min(stop, n), layer)
-        yield Layers(layer - 1, stop, running, calls=segment_calls(cfg, layer, stop, n))
         checks = check_layers(cfg, layer, stop, n)
+        yield Layers(layer - 1, stop, running, calls=segment_calls(cfg, 0, stop, n, checks))
         if checks:
             yield ExitCheck(min(stop, n - 1), undecided, checks)
             yield HostSync(undecided.any(axis=1), checks)

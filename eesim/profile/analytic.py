@@ -91,6 +91,7 @@ def analytic_profile(hardware: str, model: str) -> Profile:
                                           "iqr_s", "runs"])
     memory = memory_facts_from_shape(cfg, BYTES) | {"device_memory_bytes": int(hw.memory_bytes)}
     meta = ProfileMeta(kind="analytic", device=hw.name, device_type="analytic", model_name=model,
+                       batching="ragged",
                        model=cfg, dtype="bfloat16", layers_measured=0, memory=memory,
                        env={"hardware": hw.model_dump(), "kernels_per_layer": KERNELS_PER_LAYER},
                        notes=["ANALYTIC: roofline from datasheet figures with the stated "

@@ -62,6 +62,10 @@ class ProfileMeta(BaseModel):
     env: dict = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
     quick: bool = False
+    batching: Literal["padded", "ragged"] = Field(
+        "padded", description="How the engine it describes batches rows of unequal length: "
+                              "padded (eesim's engine: the longest query and context) or ragged "
+                              "(paged attention over each row's own tokens: the mean).")
     in_situ: dict[int, float] = Field(default_factory=dict, description="Per row count: the "
                                       "engine's operations in its own passes over their profiled "
                                       "time, already applied to the table (CPU).")

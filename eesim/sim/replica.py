@@ -88,7 +88,7 @@ class Replica:
         if not rows:  # only prompts still prefilling: the step is their chunk
             pricer = Pricer(sim.cost, np.zeros((1, 1)))
             self._add_prefill(pricer, chunks)
-            pricer.passes(np.zeros(1, np.int64))
+            pricer.passes(np.ones(1, np.int64))  # a pass that only prefills
             return pricer.seconds, lambda now: None
         req = np.array([r.request for r in rows])
         trace_req = sim.binding[req]

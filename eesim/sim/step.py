@@ -129,6 +129,7 @@ class Pricer:
     def __init__(self, cost: CostModel, context: np.ndarray, present: np.ndarray | None = None,
                  deferred: np.ndarray | None = None) -> None:
         self.cost = cost
+        self.padded = cost.meta.batching == "padded"
         self.context = context.astype(float)
         self.k = context.shape[0]
         self.layer_evals = np.zeros(context.shape)
@@ -141,7 +142,7 @@ class Pricer:
         # layer a row runs then processes 1 + what it owes (the catch-up chunk).
         self.deferred = deferred
         self.present = present
-        self._runs: list[tuple[int, int, np.ndarray]] = []
+        self._runs: list[tuple[int, int, np.ndarray, int | np.ndarray]] = []
 
     def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
         if term == "layer" and not (np.isscalar(query) and query == 1):
@@ -154,31 +155,35 @@ class Pricer:
         if index is not None:  # priced with every other rows-only term in one lookup
             self._row_parts.append((index, n, times))
             return
-        # a batch runs padded to its longest query and attends over its longest context
-        q = query if np.isscalar(query) else np.where(rows, query, 0).max(axis=1, initial=1)
-        ctx = np.where(rows, self.context, 0).max(axis=1, initial=0) if with_context else 0.0
+        if self.padded:  # the batch runs padded to its longest query and context
+            q = query if np.isscalar(query) else np.where(rows, query, 0).max(axis=1, initial=1)
+            ctx = np.where(rows, self.context, 0).max(axis=1, initial=0) if with_context else 0.0
+        else:  # ragged (paged attention): each row's own tokens, priced at the mean
+            safe = np.maximum(n, 1)
+            q = query if np.isscalar(query) else np.where(rows, query, 0).sum(axis=1) / safe
+            ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
         self._add(term, n, q, ctx, times)
 
     def passes(self, rows: np.ndarray) -> None:
-        """Each step is one pass of the engine's loop over `rows` (K,) decoding rows (0: a pass
-        that only prefills), with its fixed cost (profile term `step`, if measured)."""
+        """A step with rows is one pass of the engine's loop over `rows` (K,) rows, with its
+        fixed cost (profile term `step`, if measured); a step without rows costs nothing."""
         index = self.cost.row_index.get("step")
         if index is not None:
-            self._row_parts.append((index, np.maximum(rows, 1).astype(np.int64), 1.0))
+            self._row_parts.append((index, rows.astype(np.int64), 1.0))
 
-    def _call(self, n: np.ndarray) -> None:
-        """One call of a segment of layers on n rows per step (its fixed cost)."""
+    def _call(self, n: np.ndarray, calls: int | np.ndarray = 1) -> None:
+        """`calls` calls (per step) of a segment of layers on n rows per step (their fixed cost)."""
         index = self.cost.row_index.get("layer_call")
         if index is not None:
-            self._row_parts.append((index, n, 1.0))
+            self._row_parts.append((index, n, np.asarray(calls, float)))
 
     def price(self, op) -> None:
         if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
-            self._runs.append((op.start, op.end, op.rows))
+            self._runs.append((op.start, op.end, op.rows, op.calls))
         elif isinstance(op, Layers):
             span = op.end - op.start
             if span:
-                self._call(_count(op.rows) * op.calls)
+                self._call(_count(op.rows), op.calls)
                 self._rows("layer", op.rows, op.query, span, with_context=True)
                 self.layer_evals += span * np.where(op.rows, op.query, 0)
         elif isinstance(op, ExitCheck):
@@ -206,7 +211,8 @@ class Pricer:
         ones, through every layer; `finishing` rows (prompt complete) also run the final head.
         Prompt work is not counted as layer evaluations per output token."""
         n, q, ctx = np.zeros(self.k), np.ones(self.k), np.zeros(self.k)
-        n[step], q[step], ctx[step] = len(chunks), chunks.max(), context.max()  # padded
+        pad = np.max if self.padded else np.mean
+        n[step], q[step], ctx[step] = len(chunks), pad(chunks), pad(context)
         self._add("layer", n, q, ctx, n_layers)
         self._call(n.astype(np.int64))
         heads = np.zeros(self.k, np.int64)
@@ -218,15 +224,15 @@ class Pricer:
         skipped l since the row last ran it (they are caught up together)."""
         n_layers = self.deferred.shape[1]
         ran = np.zeros((n_layers, *self.context.shape), bool)
-        for start, end, rows in self._runs:
+        for start, end, rows, _ in self._runs:
             ran[start:end] |= rows
         owed = np.zeros_like(ran, dtype=np.int64)
         owed[:, 0] = self.deferred.T
         for k in range(1, self.k):  # tokens of earlier steps that skipped the layer
             owed[:, k] = np.where(ran[:, k - 1], 0, owed[:, k - 1] + self.present[k - 1])
         self._owed, self._ran = owed, ran
-        for start, end, rows in self._runs:
-            self._call(_count(rows))
+        for start, end, rows, calls in self._runs:
+            self._call(_count(rows), calls)
             for layer in range(start, end):
                 query = 1 + owed[layer]
                 self._rows("layer", rows, query, 1, with_context=True)
@@ -249,7 +255,8 @@ class Pricer:
         if self._row_parts:
             index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
             n = np.concatenate([p[1] for p in self._row_parts])
-            times = np.repeat(np.array([p[2] for p in self._row_parts], float), k)
+            times = np.concatenate([np.broadcast_to(np.asarray(p[2], float), (k,))
+                                    for p in self._row_parts])
             values = times * self.cost.price_row_terms(index, n)
             total += values.reshape(len(self._row_parts), k).sum(axis=0)
         for term, parts in self._pending.items():
