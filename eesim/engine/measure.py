@@ -116,7 +116,7 @@ class _Request:
     steps: list[int] = field(default_factory=list)  # self-speculation: tokens per step
 
 
-def check_engine_config(strategy: StrategyConfig, sched_cfg: SchedulerConfig, live) -> None:
+def _refuse_unsupported(strategy: StrategyConfig, live: ExitPolicy | None) -> None:
     """Refuse what the engine does not execute, naming the flag."""
     if strategy.kv == "defer" and strategy.name != "selfspec":
         raise ValueError("--kv defer: the engine does not recompute deferred KV (EE-LLM catch-up) "
@@ -137,7 +137,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
     given, receives each request's prompt and tokens; `realised` receives the decisions taken:
     `exits` (request, position, exit layer, differs) or `steps` (request, step, tokens);
     `timeline` receives one `Iteration` per pass of the loop."""
-    check_engine_config(strategy, sched_cfg, live)
+    _refuse_unsupported(strategy, live)
     model = ckpt.model
     n_layers = model.cfg.n_layers
     if behaviour.n_layers != n_layers:
