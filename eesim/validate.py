@@ -32,7 +32,6 @@ from eesim.sim.simulate import simulate
 from eesim.sim.workload import Workload, closed_loop, poisson
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_TRACE = ROOT / "traces" / "reference-greedy.parquet"
 
 # The grid's axes.
 FULL, SYNC, COMPACT, REGROUP = (StrategyConfig(name=n) for n in ("full", "sync", "compact", "regroup"))
@@ -156,7 +155,7 @@ def prepare(quick: bool, on_start: Callable[[int], None] | None = None,
     from eesim.policy.calibrate import calibrate
     from eesim.profile.bench import run_profile
     from eesim.sim.behaviour import from_trace
-    from eesim.trace import read_trace
+    from eesim.trace import REFERENCE_TRACE, read_trace
 
     profile = run_profile("ref", "cpu", quick, on_start=on_start, on_point=on_point)
     ckpt = load_checkpoint()

@@ -52,4 +52,3 @@ def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
 
-REFERENCE_TRACE = Path(__file__).resolve().parents[2] / "traces" / "reference-greedy.parquet"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from eesim.cli.common import REFERENCE_TRACE, app, console
+from eesim.cli.common import app, console
 from eesim.cli.model import evaluate_reference, print_eval
 from eesim.cli.trace import depth_markdown, policy_table
 
@@ -24,7 +24,7 @@ def demo(
     from eesim.policy.calibrate import calibrate as run_calibration
     from eesim.policy.replay import depth_distribution
     from eesim.profile.format import write_profile
-    from eesim.trace import read_trace, write_trace
+    from eesim.trace import REFERENCE_TRACE, read_trace, write_trace
     from eesim.trace.prompts import heldout_prompts
     from eesim.trace.record import RefExitModel, record
 

@@ -37,7 +37,7 @@ class Grid:
     rows: tuple[int, ...]
     query: tuple[int, ...]      # 1 = decode, k+1 = verify, larger = prefill / catch-up chunks
     context: tuple[int, ...]
-    min_run_time: float         # seconds of timing per point and round (blocked_autorange)
+    min_run_time: float         # seconds of timing per point and round (at least)
     rounds: int = 3             # passes over all points; a point keeps its median over rounds
     cpu_work_cap: float = 6e9
 
