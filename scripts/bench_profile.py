@@ -71,9 +71,9 @@ def main() -> None:
 
 def _own(profile):
     """Median seconds per point with the in-situ factor taken off (the operations' timings)."""
-    from eesim.profile.bench import scale_in_situ
+    from eesim.profile.bench import own_timings
 
-    table = scale_in_situ(profile.table, {r: 1 / f for r, f in profile.meta.in_situ.items()})
+    table = own_timings(profile)
     return table.set_index(["term", "rows", "query", "context"])["median_s"]
 
 

@@ -30,7 +30,9 @@ class Executor:
     `tokens` are the rows' input tokens, `positions` their cache lengths before this token.
     After the step, `head_top1` holds each row's latest head answer (per token slot after a
     verification); `layer_evals` and `exit_checks` count work per row the way the simulator's
-    pricer does.
+    pricer does; `ops` counts the operations executed (those with rows), as the pricer counts
+    them. With a `log` list, each executed operation appends (kind, rows, seconds, layers): its
+    class name, row count, time (per check for an exit check) and span (Layers, KVFill).
     """
 
     def __init__(self, model: EarlyExitLM, cache, slots: torch.Tensor, tokens: torch.Tensor,
@@ -47,12 +49,22 @@ class Executor:
         self.exit_checks = np.zeros(rows)
         self._offset = torch.zeros(rows, dtype=torch.long)  # slot of each row's last one-token op
         self.seconds = 0.0
+        self.ops = 0
+        self.log: list[tuple[str, int, float, int]] | None = None
 
     def run(self, op) -> None:
         """Execute one operation; `seconds` adds up the time spent here."""
         tick = time.perf_counter()
         self._run(op)
-        self.seconds += time.perf_counter() - tick
+        spent = time.perf_counter() - tick
+        self.seconds += spent
+        if executes(op):
+            self.ops += 1
+            if self.log is not None:
+                rows = 0 if isinstance(op, HostSync) else int(op.rows[0].sum())
+                span = op.end - op.start if isinstance(op, Layers | KVFill) else 0
+                per = spent / op.count if isinstance(op, ExitCheck) else spent
+                self.log.append((type(op).__name__, rows, per, span))
 
     @torch.inference_mode()
     def _run(self, op) -> None:
@@ -115,6 +127,16 @@ class Executor:
             self.h.index_select(0, idx[torch.argsort(self.positions[idx], stable=True)])
         else:
             raise TypeError(f"the engine cannot execute {op!r}")
+
+
+def executes(op) -> bool:
+    """Whether an operation does work in the single step of an engine pass: it has rows (a
+    host sync: is marked), and a segment of layers is not empty."""
+    if isinstance(op, HostSync):
+        return bool(op.steps[0])
+    if isinstance(op, Layers) and op.end == op.start:
+        return False
+    return bool(op.rows[0].any())
 
 
 def _per_row(value, mask: np.ndarray) -> np.ndarray:

@@ -90,12 +90,13 @@ class LiveController(EngineController):
 @dataclass
 class Iteration:
     """One pass of the engine's loop: when it started, the rows it decoded and prefilled, the
-    seconds spent executing plan operations and prefilling, and its whole length (start to the
-    next pass's start: scheduling, planning and bookkeeping included)."""
+    plan operations it executed, the seconds spent executing them and prefilling, and its whole
+    length (start to the next pass's start: scheduling, planning and bookkeeping included)."""
 
     start: float
     decode_rows: int
     prefill_rows: int
+    ops: int = 0
     ops_s: float = 0.0
     prefill_s: float = 0.0
     seconds: float | None = None
@@ -130,13 +131,15 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
             sched_cfg: SchedulerConfig, *, task_mix: dict[str, float] | None = None,
             seed: int = 0, live: ExitPolicy | None = None, live_exits: bool = False,
             outputs: dict | None = None, binding: np.ndarray | None = None,
-            realised: dict | None = None, timeline: list | None = None) -> tuple[pd.DataFrame, dict]:
+            realised: dict | None = None, timeline: list | None = None,
+            op_log: list | None = None) -> tuple[pd.DataFrame, dict]:
     """Serve `workload` with `strategy` on the checkpoint's model; the measured request table
     and its summary. With `live` (or `live_exits` and no policy: never exit early), decisions
     follow the model's own confidences and its own drafts instead of the trace. `outputs`, if
     given, receives each request's prompt and tokens; `realised` receives the decisions taken:
     `exits` (request, position, exit layer, differs) or `steps` (request, step, tokens);
-    `timeline` receives one `Iteration` per pass of the loop."""
+    `timeline` receives one `Iteration` per pass of the loop, `op_log` one entry per executed
+    operation (Executor.log)."""
     _refuse_unsupported(strategy, live)
     model = ckpt.model
     n_layers = model.cfg.n_layers
@@ -224,8 +227,8 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
             it.prefill_s = time.perf_counter() - tick
             if decoding:
                 ctl, ex = _decode_step(model, cache, behaviour, binding, strategy, decoding, state,
-                                       live, live_exits, tasks, draft_layer)
-                it.ops_s = ex.seconds
+                                       live, live_exits, tasks, draft_layer, op_log)
+                it.ops, it.ops_s = ex.ops, ex.seconds
         end = clock()
         if timeline is not None:
             timeline.append(it)
@@ -330,7 +333,7 @@ def _prefill(model, cache: PagedKVCache, chunks: list[tuple[Row, int]],
 
 
 def _decode_step(model, cache, behaviour, binding, strategy, rows, state, live, live_exits, tasks,
-                 draft_layer):
+                 draft_layer, op_log=None):
     """One decode step of `rows`: the strategy's plan executed with replayed or live exits."""
     req = np.array([r.request for r in rows])
     generated = np.array([r.generated for r in rows])
@@ -340,6 +343,7 @@ def _decode_step(model, cache, behaviour, binding, strategy, rows, state, live, 
                   torch.tensor([state[i].tokens[-1] for i in req]),
                   torch.from_numpy(np.array([r.prompt for r in rows]) + generated - 1),
                   strategy.drafts if selfspec else 0)
+    ex.log = op_log
     tokens = behaviour.token_index(binding[req], generated)[None, :]
     expected = np.array([max(strategy.min_layer, r.last_depth - 1) for r in rows])
     if live_exits:

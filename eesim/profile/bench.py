@@ -267,18 +267,33 @@ def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
     return table[table["term"] != "sweep"].reset_index(drop=True)
 
 
-STEP_PASSES = 24  # decode passes per engine run (step overhead, in-situ factor)
+STEP_PASSES = 24  # decode passes per engine run (step overhead, in-situ factors)
+
+
+@dataclass(frozen=True)
+class InSitu:
+    """What full-depth engine passes at one row count measured: the seconds inside a swept
+    pass's operations (embed, one call of every layer, final head), a one-layer call and an
+    exit check inside a checked pass (every layer its own call, then a check), and the mean
+    context of those passes."""
+
+    sweep_s: float
+    call_s: float
+    exit_head_s: float
+    context: float
 
 
 def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str], None] | None = None
-                  ) -> tuple[pd.DataFrame, dict[int, tuple[float, float]]]:
-    """Term `step`, and the engine's own operation times, from full-depth engine runs.
+                  ) -> tuple[pd.DataFrame, dict[int, InSitu]]:
+    """Terms `step` and `plan_op`, and the engine's own operation times, from engine runs.
 
-    For each row count: a closed loop of `rows` requests served by the engine at full depth,
-    every pass timed whole and inside its operations (`Iteration`). `step` is the median of the
-    difference (scheduling, the plan generator, the controller, per-row bookkeeping) over the
-    passes that prefilled nothing; the second result maps rows to (median seconds inside the
-    operations of such a pass, the mean context of those passes), for `in_situ`.
+    For each row count, two closed loops of `rows` requests at full depth: one swept (strategy
+    full: three operations a pass) and one checked (compact with exits that never pass: each
+    layer its own call, then an exit check and its host sync, as a live engine runs it). Every
+    pass is timed whole and inside its operations (`Iteration`); over the passes that prefilled
+    nothing, the median overhead (the pass beyond its operations) of each run gives two points
+    of overhead = step + plan_op x operations. The second result holds the operation times of
+    those passes (`InSitu`), for `in_situ`.
     """
     from eesim.engine.measure import measure as serve
     from eesim.sched import SchedulerConfig
@@ -290,77 +305,126 @@ def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str],
                       tasks=np.array(["any"]), pass_bits=np.zeros(STEP_PASSES + 1, np.uint64),
                       agree_bits=np.full(STEP_PASSES + 1, (1 << layers) - 1, np.uint64),
                       mapped_from=None)
-    records, ops = [], {}
+    records, measured = [], {}
     for rows in row_counts:
-        timeline: list = []
-        serve(rig, never, closed_loop(rows, rows, 0, prompt=(8, 8), output=(STEP_PASSES, STEP_PASSES)),
-              StrategyConfig(name="full"), SchedulerConfig(max_batch=rows, kv_capacity_bytes=2**40),
-              timeline=timeline)
-        passes = [it for it in timeline if it.seconds is not None and it.prefill_rows == 0
-                  and it.decode_rows]
-        overhead = np.array([it.overhead_s for it in passes])
-        records.append(("step", rows, 1, 0, float(np.median(overhead)),
-                        float(np.subtract(*np.percentile(overhead, [75, 25]))), len(overhead)))
-        ops[rows] = (float(np.median([it.ops_s for it in passes])), 8 + STEP_PASSES / 2)
+        runs = {}
+        for name in ("full", "compact"):
+            timeline, log = [], []
+            serve(rig, never, closed_loop(rows, rows, 0, prompt=(8, 8),
+                                          output=(STEP_PASSES, STEP_PASSES)),
+                  StrategyConfig(name=name), SchedulerConfig(max_batch=rows, kv_capacity_bytes=2**40),
+                  timeline=timeline, op_log=log)
+            passes = [it for it in timeline if it.seconds is not None and it.prefill_rows == 0
+                      and it.decode_rows]
+            runs[name] = (passes, log)
+        swept, checked = runs["full"][0], runs["compact"][0]
+        over_f, over_c = (np.array([it.overhead_s for it in p]) for p in (swept, checked))
+        ops_f, ops_c = (float(np.median([it.ops for it in p])) for p in (swept, checked))
+        per_op = max(0.0, (np.median(over_c) - np.median(over_f)) / (ops_c - ops_f))
+        step = np.maximum(over_f - per_op * ops_f, 0.0)
+        records.append(("step", rows, 1, 0, float(np.median(step)),
+                        float(np.subtract(*np.percentile(step, [75, 25]))), len(step)))
+        records.append(("plan_op", rows, 1, 0, float(per_op),
+                        float(np.subtract(*np.percentile(over_c, [75, 25]))) / ops_c, len(over_c)))
+        log = runs["compact"][1]
+        measured[rows] = InSitu(
+            sweep_s=float(np.median([it.ops_s for it in swept])),
+            call_s=float(np.median([s for kind, r, s, span in log if kind == "Layers" and span == 1])),
+            exit_head_s=float(np.median([s for kind, r, s, _ in log if kind == "ExitCheck"])),
+            context=8 + STEP_PASSES / 2)
         if on_point:
             on_point("step")
     table = pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s", "iqr_s",
                                            "runs"])
-    return table, ops
+    return table, measured
 
 
-def in_situ(profile: Profile, layers: int, ops: dict[int, tuple[float, float]]) -> dict[int, float]:
-    """Per row count, how much slower the engine's operations ran inside its own passes than
-    the profile prices them: measured seconds in a full-depth pass's operations over the
-    priced embed + segment call + `layers` layers + final head at that context.
+def in_situ(profile: Profile, layers: int, measured: dict[int, InSitu]
+            ) -> tuple[dict[int, float], dict[str, dict[int, float]]]:
+    """How much slower the engine's operations ran inside its own passes than the profile
+    (its own timings) prices them: a factor per row count for every operation, and per-term
+    factors for the segment call and the exit head, which a checked pass shows apart.
 
-    In a real pass the operations are separated by the engine's Python (scheduling, planning),
-    which lets the worker threads sleep and the caches cool; timed back to back they are
-    faster. The factor is measured on that fixed full-depth workload, never on a validation
-    scenario."""
+    With A = embed + `layers` layers + final head priced at the passes' context, a swept
+    pass's operations took S = f A + c and a one-layer call C = c + f layer, so the operations'
+    factor f = (S - C) / (A - layer) and the call's in-situ cost c = C - f layer (at least 0).
+    The exit head's factor is its median time per check over its profiled time. In a real pass
+    operations are separated by the engine's Python, which lets the worker threads sleep and
+    the caches cool; back to back they are faster. Measured on fixed full-depth workloads,
+    never on a validation scenario."""
     from eesim.costmodel import CostModel
 
     cost = CostModel(profile)
-    factors = {}
-    for rows, (seconds, context) in ops.items():
-        priced = (cost.cost("embed", rows) + cost.cost("layer_call", rows)
-                  + layers * cost.cost("layer", rows, 1, context) + cost.cost("final_head", rows))
-        factors[rows] = round(float(seconds / priced), 4) if priced > 0 else 1.0
-    return factors
+    factors: dict[int, float] = {}
+    terms: dict[str, dict[int, float]] = {"layer_call": {}, "exit_head": {}}
+    for rows, m in measured.items():
+        layer = cost.cost("layer", rows, 1, m.context)
+        ops = cost.cost("embed", rows) + layers * layer + cost.cost("final_head", rows)
+        f = (m.sweep_s - m.call_s) / (ops - layer)
+        call = m.call_s - f * layer
+        if call < 0:  # noise: no call cost left; the pass's operations carry the factor
+            call, f = 0.0, m.sweep_s / ops
+        factors[rows] = round(float(f), 4)
+        raw_call, raw_head = cost.cost("layer_call", rows), cost.cost("exit_head", rows)
+        terms["layer_call"][rows] = round(float(call / raw_call), 4) if raw_call > 0 else 1.0
+        terms["exit_head"][rows] = round(float(m.exit_head_s / raw_head), 4) if raw_head > 0 else 1.0
+    return factors, terms
 
 
 IN_SITU_QUERY = 8  # layer calls up to this many tokens per row are short enough to feel the gaps
+MEASURED_IN_SITU = ("step", "plan_op")  # timed inside the engine's passes: never scaled
 
 
-def scale_in_situ(table: pd.DataFrame, factors: dict[int, float]) -> pd.DataFrame:
-    """Every operation term at a measured row count times that row count's in-situ factor,
-    except prompt-sized layer calls (more than IN_SITU_QUERY tokens per row: long, compute-bound
-    calls that the gaps between operations do not slow) and `step` (measured in situ)."""
+def scale_in_situ(table: pd.DataFrame, factors: dict[int, float],
+                  terms: dict[str, dict[int, float]] | None = None, invert: bool = False) -> pd.DataFrame:
+    """Every operation term at a measured row count times its in-situ factor (the term's own,
+    else the row count's), except prompt-sized layer calls (more than IN_SITU_QUERY tokens per
+    row: long, compute-bound calls that the gaps between operations do not slow) and the terms
+    measured in the engine's passes. `invert` divides instead: the operations' own timings."""
     table = table.copy()
-    ops = (table["term"] != "step") & ~((table["term"] == "layer") & (table["query"] > IN_SITU_QUERY))
-    scale = table.loc[ops, "rows"].map(factors).fillna(1.0).to_numpy()
+    ops = ~table["term"].isin(MEASURED_IN_SITU) & ~((table["term"] == "layer")
+                                                    & (table["query"] > IN_SITU_QUERY))
+    scale = table.loc[ops, "rows"].map(factors).fillna(1.0)
+    for term, by_rows in (terms or {}).items():
+        own = table.loc[ops, "term"] == term
+        scale[own] = table.loc[ops][own]["rows"].map(by_rows).fillna(scale[own])
+    scale = scale.to_numpy()
+    if invert:
+        scale = 1.0 / scale
     table.loc[ops, "median_s"] *= scale
     table.loc[ops, "iqr_s"] *= scale
     return table
 
 
+def own_timings(profile: Profile) -> pd.DataFrame:
+    """The profile's table with its in-situ factors taken off: the operations' own timings."""
+    return scale_in_situ(profile.table, profile.meta.in_situ, profile.meta.in_situ_terms, invert=True)
+
+
+def apply_in_situ(table: pd.DataFrame, meta: ProfileMeta, layers: int,
+                  measured: dict[int, InSitu]) -> pd.DataFrame:
+    """`table` (own timings) scaled by factors measured now at `measured`'s row counts; the
+    factors of other row counts are kept. Sets meta's in_situ and in_situ_terms."""
+    factors, terms = in_situ(Profile(table, meta), layers, measured)
+    meta.in_situ = {**meta.in_situ, **factors}
+    meta.in_situ_terms = {t: {**meta.in_situ_terms.get(t, {}), **v} for t, v in terms.items()}
+    return scale_in_situ(table, meta.in_situ, meta.in_situ_terms)
+
+
 def recalibrate(profile: Profile, model, row_counts: Sequence[int]) -> Profile:
-    """The profile with `step` and the in-situ factors measured again now, at `row_counts`, on
-    `model` (the engine's): a shared machine's speed drifts over minutes, so a measurement
-    about to be made is predicted with the factors of the moment. The operations' own timings
-    are kept."""
+    """The profile with `step`, `plan_op` and the in-situ factors measured again now, at
+    `row_counts`, on `model` (the engine's): a shared machine's speed drifts over minutes, so
+    a measurement about to be made is predicted with the factors of the moment. The
+    operations' own timings are kept."""
     if profile.meta.device_type != "cpu":
         return profile
-    old = profile.meta.in_situ
-    table = scale_in_situ(profile.table, {r: 1 / f for r, f in old.items()})
+    table = own_timings(profile)
     rig = _EngineRig(model)
-    steps, ops = engine_passes(rig, row_counts)
-    measured = set(steps["rows"])
-    table = pd.concat([table[~((table["term"] == "step") & table["rows"].isin(measured))], steps],
-                      ignore_index=True)
+    steps, measured = engine_passes(rig, row_counts)
+    redone = table["term"].isin(MEASURED_IN_SITU) & table["rows"].isin(set(steps["rows"]))
+    table = pd.concat([table[~redone], steps], ignore_index=True)
     meta = profile.meta.model_copy(deep=True)
-    meta.in_situ = {**old, **in_situ(Profile(table, meta), rig.layers, ops)}
-    return Profile(scale_in_situ(table, meta.in_situ), meta, profile.where)
+    return Profile(apply_in_situ(table, meta, rig.layers, measured), meta, profile.where)
 
 
 class _EngineRig:
@@ -431,10 +495,9 @@ def run_profile(name: str, device: str = "auto", quick: bool = False, dtype: str
                        layers_measured=rig.layers, memory=memory_facts(rig, baseline),
                        env=environment(dev, torch_dtype), notes=notes, quick=quick)
     if dev.type == "cpu":  # on CUDA an operation's host-side time is not its kernels' time
-        meta.in_situ = in_situ(Profile(table, meta), rig.layers, ops)
-        table = scale_in_situ(table, meta.in_situ)
-        meta.notes.append("operation terms scaled by the engine's in-situ factor per row count "
-                     "(meta in_situ: " + ", ".join(f"{r}: {f:.2f}" for r, f in meta.in_situ.items())
-                     + ")")
+        table = apply_in_situ(table, meta, rig.layers, ops)
+        meta.notes.append("operation terms scaled by the engine's in-situ factors (meta in_situ "
+                          "per row count: " + ", ".join(f"{r}: {f:.2f}" for r, f in meta.in_situ.items())
+                          + "; in_situ_terms for the segment call and the exit head)")
     meta.seconds = round(time.time() - started, 1)
     return Profile(table, meta, f"profile of {name}")

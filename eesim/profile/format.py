@@ -35,6 +35,8 @@ TERMS = {
                   "gathering the rows' states and cache slots, positions, dispatch",
     "step": "what one decoding pass of the engine costs beyond its operations (scheduling, "
             "planning, bookkeeping), by decoding rows",
+    "plan_op": "what each operation of a pass's plan costs the engine beyond the operation itself "
+               "(the strategy's generator, the controller, dispatch), by decoding rows",
 }
 COLUMNS = {"term": "string", "rows": "int32", "query": "int32", "context": "int32",
            "median_s": "float64", "iqr_s": "float64", "runs": "int32"}
@@ -69,6 +71,10 @@ class ProfileMeta(BaseModel):
     in_situ: dict[int, float] = Field(default_factory=dict, description="Per row count: the "
                                       "engine's operations in its own passes over their profiled "
                                       "time, already applied to the table (CPU).")
+    in_situ_terms: dict[str, dict[int, float]] = Field(
+        default_factory=dict, description="Per term and row count, a factor measured for that "
+                                          "term in the engine's own passes, applied instead of "
+                                          "`in_situ` (CPU: exit_head, layer_call).")
     seconds: float = 0.0
     eesim_version: str = eesim.__version__
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

@@ -143,6 +143,10 @@ class Pricer:
         self.deferred = deferred
         self.present = present
         self._runs: list[tuple[int, int, np.ndarray, int | np.ndarray]] = []
+        # per-operation engine overhead (profile term `plan_op`): operations executed per step
+        self._op_index = cost.row_index.get("plan_op")
+        self._ops = np.zeros(self.k)
+        self._pass_rows: np.ndarray | None = None
 
     def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
         if term == "layer" and not (np.isscalar(query) and query == 1):
@@ -166,10 +170,19 @@ class Pricer:
 
     def passes(self, rows: np.ndarray) -> None:
         """A step with rows is one pass of the engine's loop over `rows` (K,) rows, with its
-        fixed cost (profile term `step`, if measured); a step without rows costs nothing."""
+        fixed cost (profile term `step`, if measured); a step without rows costs nothing.
+        Each operation the pass executes adds `plan_op` (if measured) at that row count."""
         index = self.cost.row_index.get("step")
         if index is not None:
             self._row_parts.append((index, rows.astype(np.int64), 1.0))
+        self._pass_rows = rows.astype(np.int64)
+
+    def _count_op(self, op) -> None:
+        """Steps in which the engine executes `op` (eesim.engine.executor.executes)."""
+        if isinstance(op, HostSync):
+            self._ops += op.steps
+        elif not (isinstance(op, Layers) and op.end == op.start):
+            self._ops += op.rows.any(axis=1)
 
     def _call(self, n: np.ndarray, calls: int | np.ndarray = 1) -> None:
         """`calls` calls (per step) of a segment of layers on n rows per step (their fixed cost)."""
@@ -178,6 +191,8 @@ class Pricer:
             self._row_parts.append((index, n, np.asarray(calls, float)))
 
     def price(self, op) -> None:
+        if self._op_index is not None:
+            self._count_op(op)
         if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
             self._runs.append((op.start, op.end, op.rows, op.calls))
         elif isinstance(op, Layers):
@@ -252,6 +267,8 @@ class Pricer:
             self._price_catch_up()
         k = self.k
         total = self._host_sync * self.cost.host_sync_s
+        if self._op_index is not None and self._pass_rows is not None:
+            self._row_parts.append((self._op_index, self._pass_rows, self._ops))
         if self._row_parts:
             index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
             n = np.concatenate([p[1] for p in self._row_parts])
