@@ -364,11 +364,19 @@ def in_situ(profile: Profile, layers: int, measured: dict[int, InSitu]
         call = m.call_s - f * layer
         if call < 0:  # noise: no call cost left; the pass's operations carry the factor
             call, f = 0.0, m.sweep_s / ops
-        factors[rows] = round(float(f), 4)
+        factors[rows] = _factor(f, 1.0)
         raw_call, raw_head = cost.cost("layer_call", rows), cost.cost("exit_head", rows)
-        terms["layer_call"][rows] = round(float(call / raw_call), 4) if raw_call > 0 else 1.0
-        terms["exit_head"][rows] = round(float(m.exit_head_s / raw_head), 4) if raw_head > 0 else 1.0
+        terms["layer_call"][rows] = _factor(call, raw_call)
+        terms["exit_head"][rows] = _factor(m.exit_head_s, raw_head)
     return factors, terms
+
+
+MIN_FACTOR = 1e-3  # a factor stays invertible (own timings are recovered by dividing)
+
+
+def _factor(in_situ_s: float, own_s: float) -> float:
+    """In-situ time over own time, at least MIN_FACTOR (1 for a term timed at zero)."""
+    return round(max(float(in_situ_s / own_s), MIN_FACTOR), 4) if own_s > 0 else 1.0
 
 
 IN_SITU_QUERY = 8  # layer calls up to this many tokens per row are short enough to feel the gaps

@@ -1,0 +1,111 @@
+"""Capacity answers: how latency and throughput move with load per strategy, and how many
+replicas a target load needs within TPOT and TTFT limits and a quality budget.
+
+`load_sweep` simulates each strategy at each request rate; `replicas_needed` searches the fewest
+replicas that meet the limits (doubling, then bisecting: each probe is one simulation), and
+checks the quality delta against the budget first, since replicas do not change it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from eesim.costmodel import CostModel
+from eesim.policy.policy import ExitPolicy
+from eesim.trace import ExitTrace
+from eesim.whatif import WhatIf, answer
+
+SWEEP_COLUMNS = ["strategy", "rate", "replicas", "tpot_p99_s", "tpot_mean_s", "ttft_p99_s",
+                 "throughput_tokens_per_s", "quality_delta", "layers_per_token", "peak_memory_bytes"]
+
+
+def _row(q: WhatIf, summary: dict) -> tuple:
+    return (q.strategy, q.rate, q.replicas, summary["tpot_s"]["p99"], summary["tpot_s"]["mean"],
+            summary["ttft_s"]["p99"], summary["throughput_tokens_per_s"], summary["quality_delta"],
+            summary["layers_per_token"], summary["peak_memory_bytes"])
+
+
+def load_sweep(cost: CostModel, trace: ExitTrace, base: WhatIf, strategies: list[str],
+               rates: list[float], policy: ExitPolicy | None = None) -> pd.DataFrame:
+    """One simulation per (strategy, rate), everything else as in `base`."""
+    if any(r <= 0 for r in rates):
+        raise ValueError(f"rates must be > 0 requests/s, got {rates}")
+    rows = []
+    for name in strategies:
+        for rate in rates:
+            q = base.model_copy(update={"strategy": name, "rate": float(rate)})
+            rows.append(_row(q, answer(cost, trace, q, policy).summary))
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+@dataclass
+class Limits:
+    """Service limits: p99 TPOT and TTFT in seconds (None: no limit), quality delta budget."""
+
+    tpot_p99_s: float | None = None
+    ttft_p99_s: float | None = None
+    quality_budget: float | None = None
+
+    def misses(self, summary: dict) -> list[str]:
+        out = []
+        if self.tpot_p99_s is not None and summary["tpot_s"]["p99"] > self.tpot_p99_s:
+            out.append(f"TPOT p99 {summary['tpot_s']['p99'] * 1e3:.1f} ms > {self.tpot_p99_s * 1e3:.1f} ms")
+        if self.ttft_p99_s is not None and summary["ttft_s"]["p99"] > self.ttft_p99_s:
+            out.append(f"TTFT p99 {summary['ttft_s']['p99'] * 1e3:.0f} ms > {self.ttft_p99_s * 1e3:.0f} ms")
+        if self.quality_budget is not None and summary["quality_delta"] > self.quality_budget:
+            out.append(f"quality delta {summary['quality_delta']:.2%} > budget {self.quality_budget:.2%}")
+        return out
+
+
+@dataclass
+class Sizing:
+    """The fewest replicas meeting the limits (None if none up to the cap), its summary, and
+    every probe made (replicas, misses)."""
+
+    strategy: str
+    replicas: int | None
+    summary: dict | None
+    probes: list[tuple[int, list[str]]] = field(default_factory=list)
+    reason: str = ""
+
+
+def replicas_needed(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Limits,
+                    max_replicas: int = 64, policy: ExitPolicy | None = None) -> Sizing:
+    """The fewest replicas (1..max_replicas) serving `base.rate` requests/s within `limits`.
+
+    Latency falls as replicas are added at a fixed load, so the search doubles until the limits
+    are met, then bisects. The quality delta does not depend on replicas: a strategy over the
+    budget at one replica is reported as infeasible without further probes.
+    """
+    if max_replicas < 1:
+        raise ValueError(f"max_replicas must be >= 1, got {max_replicas}")
+    sizing = Sizing(base.strategy, None, None)
+    cache: dict[int, dict] = {}
+
+    def probe(n: int) -> list[str]:
+        if n not in cache:
+            cache[n] = answer(cost, trace, base.model_copy(update={"replicas": n}), policy).summary
+            sizing.probes.append((n, limits.misses(cache[n])))
+        return limits.misses(cache[n])
+
+    first = probe(1)
+    if limits.quality_budget is not None and cache[1]["quality_delta"] > limits.quality_budget:
+        sizing.reason = first[-1]
+        return sizing
+    low, high = 0, 1  # low fails (0 trivially), high is being tried
+    while probe(high):
+        low = high
+        if high >= max_replicas:
+            sizing.reason = f"limits not met with {max_replicas} replicas: {'; '.join(probe(high))}"
+            return sizing
+        high = min(2 * high, max_replicas)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if probe(mid):
+            low = mid
+        else:
+            high = mid
+    sizing.replicas, sizing.summary = high, cache[high]
+    return sizing
