@@ -55,27 +55,36 @@ def profile_label(path: Path) -> str:
     return f"{kind} · {meta.model_name} on {meta.device} ({path.parent.name}/{path.name})"
 
 
-def _upload(kind: str, key: str) -> str | None:
-    """A validated uploaded trace or profile, saved under a temporary folder; None when nothing
-    (or nothing valid) was uploaded. A bad file shows its error here, never a stack trace."""
-    file = st.file_uploader(f"or upload a {kind} (Parquet, at most {MAX_UPLOAD_BYTES >> 20} MiB)",
-                            type=["parquet"], key=key)
-    if file is None:
-        return None
-    if file.size > MAX_UPLOAD_BYTES:
-        st.error(f"{file.name}: {file.size / 2**20:.1f} MiB is above the {MAX_UPLOAD_BYTES >> 20} MiB limit")
-        return None
-    UPLOADS.mkdir(parents=True, exist_ok=True)
-    path = UPLOADS / f"{key}-{Path(file.name).name}"
+def check_upload(name: str, data: bytes, kind: str, folder: Path = UPLOADS) -> tuple[str | None, str | None]:
+    """(saved path, None) for a valid trace or profile upload, else (None, the error to show):
+    size-limited, written to a temporary file then renamed, read by eesim's own validating
+    readers (Parquet only: nothing is unpickled)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        return None, f"{name}: {len(data) / 2**20:.1f} MiB is above the {MAX_UPLOAD_BYTES >> 20} MiB limit"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{Path(name).name}"
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(file.getvalue())
+    tmp.write_bytes(data)
     tmp.replace(path)
     try:
         (read_trace if kind == "trace" else read_profile)(path)
     except (TraceError, ProfileError, ValueError, OSError) as exc:
-        st.error(f"{file.name}: {exc}".replace(str(path), file.name))
+        path.unlink(missing_ok=True)
+        return None, str(exc).replace(str(path), name)
+    return str(path), None
+
+
+def _upload(kind: str, key: str) -> str | None:
+    """A validated uploaded trace or profile; None when nothing (or nothing valid) was
+    uploaded. A bad file shows its error here, never a stack trace."""
+    file = st.file_uploader(f"or upload a {kind} (Parquet, at most {MAX_UPLOAD_BYTES >> 20} MiB)",
+                            type=["parquet"], key=key)
+    if file is None:
         return None
-    return str(path)
+    path, error = check_upload(file.name, file.getvalue(), kind)
+    if error:
+        st.error(error)
+    return path
 
 
 def choose_profile(key: str = "profile", container=st.sidebar) -> str:
@@ -96,19 +105,24 @@ def choose_trace(key: str = "trace", container=st.sidebar) -> str:
     return uploaded or str(chosen)
 
 
-def question(trace: ExitTrace, container=st.sidebar, strategy: bool = True, prefix: str = "q") -> WhatIf:
+def exit_rule(n_layers: int, prefix: str) -> tuple[str, float]:
+    """The exit signal and its threshold (one for every task)."""
+    signal = st.selectbox("Exit signal", SIGNALS, key=f"{prefix}-signal")
+    lo, hi = threshold_range(signal, n_layers)
+    if signal == "static":
+        return signal, float(st.slider("Exit layer (static)", int(lo), int(hi), max(1, n_layers // 2),
+                                       key=f"{prefix}-threshold-static"))
+    default = {"max_prob": 0.9, "margin": 0.8, "entropy": 0.5}[signal]
+    return signal, st.slider("Threshold", lo, hi, default, step=(hi - lo) / 100,
+                             key=f"{prefix}-threshold-{signal}")
+
+
+def question(trace: ExitTrace, container=st.sidebar, strategy: bool = True, prefix: str = "q",
+             requests: int = 1000) -> WhatIf:
     """The what-if question's widgets (policy, strategy and its parameters, batch, load)."""
     n = trace.meta.n_layers
     with container:
-        signal = st.selectbox("Exit signal", SIGNALS, key=f"{prefix}-signal")
-        lo, hi = threshold_range(signal, n)
-        if signal == "static":
-            threshold = float(st.slider("Exit layer (static)", int(lo), int(hi), max(1, n // 2),
-                                        key=f"{prefix}-threshold-static"))
-        else:
-            default = {"max_prob": 0.9, "margin": 0.8, "entropy": 0.5}[signal]
-            threshold = st.slider("Threshold", lo, hi, default, step=(hi - lo) / 100,
-                                  key=f"{prefix}-threshold-{signal}")
+        signal, threshold = exit_rule(n, prefix)
         name = st.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index("compact"),
                             key=f"{prefix}-strategy") if strategy else "compact"
         draft_layer, drafts = 4, 4
@@ -118,11 +132,12 @@ def question(trace: ExitTrace, container=st.sidebar, strategy: bool = True, pref
         max_batch = st.select_slider("Batch cap", [1, 2, 4, 8, 16, 32, 64, 128], 16, key=f"{prefix}-batch")
         rate = st.number_input("Load (requests/s)", 0.1, 10_000.0, 20.0, key=f"{prefix}-rate")
         replicas = st.number_input("Replicas", 1, 256, 1, key=f"{prefix}-replicas")
-        requests = st.number_input("Requests", 10, 20_000, 1000, step=100, key=f"{prefix}-requests")
+        requests = st.number_input("Requests", 10, 20_000, requests, step=100, key=f"{prefix}-requests")
         output_len = st.number_input("Output tokens", 2, 4096, 128, key=f"{prefix}-output")
+        shadow = st.slider("Full-depth shadow rate", 0.0, 0.5, 0.0, 0.01, key=f"{prefix}-shadow")
     return WhatIf(strategy=name, draft_layer=draft_layer, drafts=drafts, signal=signal,
                   threshold=threshold, max_batch=max_batch, rate=rate, replicas=int(replicas),
-                  requests=int(requests), output_len=int(output_len))
+                  requests=int(requests), output_len=int(output_len), shadow_rate=shadow)
 
 
 @st.cache_data(show_spinner="simulating…", max_entries=64)

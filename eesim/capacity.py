@@ -109,3 +109,80 @@ def replicas_needed(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Lim
             high = mid
     sizing.replicas, sizing.summary = high, cache[high]
     return sizing
+
+
+PLAN_THRESHOLDS = (0.8, 0.95)  # max_prob thresholds tried besides the calibrated policy
+
+
+@dataclass
+class Candidate:
+    """One (strategy, policy) sized for the load."""
+
+    strategy: str
+    policy: str
+    replicas: int | None
+    tpot_p99_s: float | None
+    ttft_p99_s: float | None
+    quality_delta: float | None
+    throughput_tokens_per_s: float | None
+    reason: str = ""
+    question: dict = field(default_factory=dict)   # the WhatIf simulated (replicas excluded)
+    exit_policy: dict | None = None                 # the ExitPolicy used, if not the question's
+
+
+def plan(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Limits,
+         strategies: tuple[str, ...], max_replicas: int = 256,
+         thresholds: tuple[float, ...] = PLAN_THRESHOLDS) -> dict:
+    """For each strategy, the fewest replicas meeting `limits` at `base.rate` under each
+    candidate policy (calibrated to the quality budget if one is given, and one max_prob
+    threshold each of `thresholds`; `full` needs none): the best per strategy, the best
+    overall (fewest replicas, then lowest quality delta, then lowest TPOT p99) and the Pareto
+    front of quality delta, TPOT p99 and replicas (cost) over the feasible candidates."""
+    from eesim.policy.calibrate import calibrate
+
+    policies: list[tuple[str, ExitPolicy | None, WhatIf]] = []
+    if limits.quality_budget is not None and trace.kind == "full":
+        calibrated, _ = calibrate(trace, limits.quality_budget)
+        policies.append((f"calibrated to {limits.quality_budget:g}", calibrated, base))
+    for t in thresholds:
+        policies.append((f"max_prob >= {t:g}", None,
+                         base.model_copy(update={"signal": "max_prob", "threshold": t})))
+    candidates: list[Candidate] = []
+    for name in strategies:
+        tried = [("none (full depth)", None, base)] if name == "full" else policies
+        for label, policy, q in tried:
+            s = replicas_needed(cost, trace, q.model_copy(update={"strategy": name}), limits,
+                                max_replicas, policy)
+            m = s.summary or {}
+            candidates.append(Candidate(
+                name, label, s.replicas, m.get("tpot_s", {}).get("p99"), m.get("ttft_s", {}).get("p99"),
+                m.get("quality_delta"), m.get("throughput_tokens_per_s"), s.reason,
+                q.model_copy(update={"strategy": name}).model_dump(),
+                policy.model_dump(mode="json", exclude={"calibration"}) if policy else None))
+    feasible = [c for c in candidates if c.replicas is not None]
+
+    def rank(c: Candidate) -> tuple:
+        return (c.replicas, c.quality_delta, c.tpot_p99_s)
+
+    per_strategy = {}
+    for name in strategies:
+        mine = [c for c in feasible if c.strategy == name]
+        per_strategy[name] = (min(mine, key=rank).__dict__ if mine else
+                              {"strategy": name, "replicas": None,
+                               "reason": "; ".join(c.reason for c in candidates if c.strategy == name)})
+    best = min(feasible, key=rank) if feasible else None
+    return {"qps": base.rate, "limits": limits.__dict__, "profile": cost.label,
+            "strategies": per_strategy, "best": best.__dict__ if best else None,
+            "pareto": [c.__dict__ for c in pareto(feasible)],
+            "candidates": [c.__dict__ for c in candidates]}
+
+
+def pareto(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates no other one beats on quality delta, TPOT p99 and replicas at once."""
+    def key(c: Candidate) -> tuple:
+        return (c.quality_delta, c.tpot_p99_s, c.replicas)
+
+    front = [c for c in candidates
+             if not any(all(a <= b for a, b in zip(key(o), key(c), strict=True)) and key(o) != key(c)
+                        for o in candidates)]
+    return sorted(front, key=key)

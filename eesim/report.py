@@ -89,7 +89,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _review(ev: Evidence, policy: ExitPolicy | None) -> list[tuple[str, str]]:
+def review(ev: Evidence, policy: ExitPolicy | None) -> list[tuple[str, str]]:
     """The article's design-review questions, each answered from the evidence."""
     q = ev.question
     table = strategy_table(ev)
@@ -176,7 +176,7 @@ def render(ev: Evidence, policy: ExitPolicy | None = None, profile_env: dict | N
         fig(figures.predicted_vs_measured(ev.validation, "tpot_mean"))
         fig(figures.speedup(speedup_table(ev.validation)))
     parts.append("<h2>Design-review questions</h2><dl>")
-    for question, reply in _review(ev, policy):
+    for question, reply in review(ev, policy):
         parts.append(f"<dt>{esc(question)}</dt><dd>{esc(reply)}</dd>")
     parts.append("</dl><h2>Versions and environment</h2>")
     table(pd.DataFrame({"version": _versions()}))

@@ -98,10 +98,12 @@ def kv_capacity(cost: CostModel, gib: float | None) -> int:
     return int(free)
 
 
-def answer(cost: CostModel, trace: ExitTrace, q: WhatIf, policy: ExitPolicy | None = None) -> Answer:
+def answer(cost: CostModel, trace: ExitTrace, q: WhatIf, policy: ExitPolicy | None = None,
+           depths: bool = True) -> Answer:
     """Simulate the question on the profile; `policy` overrides the question's signal and
     threshold (a calibrated policy file). A trace of another depth than the profile's model is
-    mapped by relative depth, and the summary says so (`depth_mapped_from`)."""
+    mapped by relative depth, and the summary says so (`depth_mapped_from`). `depths=False`
+    skips the per-token exit depths (sweeps do not show them)."""
     policy = policy if policy is not None else q.policy(trace)
     n_layers = cost.meta.model.n_layers
     behaviour = from_trace(trace, policy, n_layers, map_depth=trace.meta.n_layers != n_layers)
@@ -110,8 +112,12 @@ def answer(cost: CostModel, trace: ExitTrace, q: WhatIf, policy: ExitPolicy | No
                        output=(q.output_len,) * 2)
     result = simulate(cost, behaviour, workload, q.strategy_config(), sched, replicas=q.replicas,
                       seed=q.seed, shadow_rate=q.shadow_rate)
-    exits = replay(policy, trace).exit_layer if policy is not None and trace.kind == "full" \
-        else np.full(len(trace.tokens()), trace.meta.n_layers)
+    if not depths:
+        exits = np.zeros(0, np.int64)
+    elif policy is not None and trace.kind == "full":
+        exits = replay(policy, trace).exit_layer
+    else:
+        exits = np.full(len(trace.tokens()), trace.meta.n_layers)
     return Answer(q, result.summary, per_request(result.requests), exits, trace.meta.n_layers)
 
 

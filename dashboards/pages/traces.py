@@ -5,6 +5,7 @@ import ui
 
 from eesim import figures
 from eesim.trace.analysis import acceptance_by_draft_layer, agreement_by_layer, exit_depths, tradeoff
+from eesim.whatif import WhatIf
 
 st.title("Traces")
 path = ui.choose_trace()
@@ -16,10 +17,12 @@ if trace.kind != "full":
 meta = trace.meta
 st.caption(f"{meta.model_name or 'model'} · {meta.n_layers} layers · {len(trace.tokens()):,} tokens · "
            f"requests by task {trace.requests_by_task()} · decoding {meta.decoding}")
-signal = st.sidebar.selectbox("Signal (trade-off curve)", ("max_prob", "margin", "entropy", "static"))
-budget = st.sidebar.slider("Quality budget", 0.0, 0.2, 0.01, 0.005)
-drafts = st.sidebar.slider("Drafts k (self-speculation)", 1, 8, 4)
-oracle = st.sidebar.toggle("Exit depth: oracle (first layer agreeing with the final one)", True)
+signal = st.sidebar.selectbox("Signal (trade-off curve)", ("max_prob", "margin", "entropy", "static"),
+                              key="t-signal")
+budget = st.sidebar.slider("Quality budget", 0.0, 0.2, 0.01, 0.005, key="t-budget")
+drafts = st.sidebar.slider("Drafts k (self-speculation)", 1, 8, 4, key="t-drafts")
+oracle = st.sidebar.toggle("Exit depth: oracle (first layer agreeing with the final one)", True,
+                           key="t-oracle")
 
 
 @st.cache_data(show_spinner="replaying…")
@@ -29,7 +32,11 @@ def tables(path: str, signal: str, drafts: int):
 
 
 agree, curve, accept = tables(path, signal, drafts)
-policy = None if oracle else ui.question(trace, st.sidebar, strategy=False, prefix="t").policy(trace)
+policy = None
+if not oracle:
+    with st.sidebar:
+        rule, threshold = ui.exit_rule(meta.n_layers, "t-policy")
+    policy = WhatIf(signal=rule, threshold=threshold).policy(trace)
 tab1, tab2, tab3, tab4 = st.tabs(["Exit depth", "Agreement", "Quality vs savings", "Self-speculation"])
 with tab1:
     left, right = st.columns(2)

@@ -13,14 +13,15 @@ tables = sorted((ROOT / "profiles").glob("*/validation.parquet"))
 if not tables:
     st.info("No validation table yet: run `eesim validate --grid quick`.")
     st.stop()
-device = st.sidebar.selectbox("Device", tables, format_func=lambda p: p.parent.name)
+device = st.sidebar.selectbox("Device", tables, format_func=lambda p: p.parent.name,
+                              key="v-device")
 table, summary = ui.friendly(ui.load_validation, str(device))
 strategies = sorted(table["strategy"].unique())
-chosen = st.sidebar.multiselect("Strategies", strategies, strategies)
+chosen = st.sidebar.multiselect("Strategies", strategies, strategies, key="v-strategies")
 metric = st.sidebar.selectbox("Metric", list(figures.METRIC_LABELS),
-                              format_func=figures.METRIC_LABELS.get)
+                              format_func=figures.METRIC_LABELS.get, key="v-metric")
 batches = st.sidebar.multiselect("Batch caps", sorted(table["max_batch"].unique()),
-                                 sorted(table["max_batch"].unique()))
+                                 sorted(table["max_batch"].unique()), key="v-batches")
 rows = table[table["strategy"].isin(chosen) & table["max_batch"].isin(batches)]
 st.write(f"{summary.get('grid', '?')} grid · {len(rows)} of {len(table)} scenarios · "
          f"{summary.get('date', '')} · {summary.get('profile', {}).get('label', '')}")
