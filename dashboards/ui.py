@@ -130,7 +130,7 @@ def question(trace: ExitTrace, container=st.sidebar, strategy: bool = True, pref
             draft_layer = st.slider("Draft layer E", 1, max(1, n - 1), min(4, n - 1), key=f"{prefix}-E")
             drafts = st.slider("Drafts k", 1, 8, 4, key=f"{prefix}-k")
         max_batch = st.select_slider("Batch cap", [1, 2, 4, 8, 16, 32, 64, 128], 16, key=f"{prefix}-batch")
-        rate = st.number_input("Load (requests/s)", 0.1, 10_000.0, 20.0, key=f"{prefix}-rate")
+        rate = st.number_input("Load (requests/s)", 0.1, 10_000.0, 5.0, key=f"{prefix}-rate")
         replicas = st.number_input("Replicas", 1, 256, 1, key=f"{prefix}-replicas")
         requests = st.number_input("Requests", 10, 20_000, requests, step=100, key=f"{prefix}-requests")
         output_len = st.number_input("Output tokens", 2, 4096, 128, key=f"{prefix}-output")

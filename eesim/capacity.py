@@ -112,6 +112,8 @@ def replicas_needed(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Lim
 
 
 PLAN_THRESHOLDS = (0.8, 0.95)  # max_prob thresholds tried besides the calibrated policy
+FIXED_DEPTH = {"full": "none (full depth)", "selfspec": "lossless (draft, then verify)",
+               "monotone": "scheduled depth (no confidence policy)"}  # no exit policy to vary
 
 
 @dataclass
@@ -135,9 +137,10 @@ def plan(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Limits,
          thresholds: tuple[float, ...] = PLAN_THRESHOLDS) -> dict:
     """For each strategy, the fewest replicas meeting `limits` at `base.rate` under each
     candidate policy (calibrated to the quality budget if one is given, and one max_prob
-    threshold each of `thresholds`; `full` needs none): the best per strategy, the best
-    overall (fewest replicas, then lowest quality delta, then lowest TPOT p99) and the Pareto
-    front of quality delta, TPOT p99 and replicas (cost) over the feasible candidates."""
+    threshold each of `thresholds`; full, selfspec and monotone take none: see FIXED_DEPTH):
+    the best per strategy, the best overall (fewest replicas, then lowest quality delta, then
+    lowest TPOT p99) and the Pareto front of quality delta, TPOT p99 and replicas (cost) over
+    the feasible candidates."""
     from eesim.policy.calibrate import calibrate
 
     policies: list[tuple[str, ExitPolicy | None, WhatIf]] = []
@@ -149,7 +152,7 @@ def plan(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Limits,
                          base.model_copy(update={"signal": "max_prob", "threshold": t})))
     candidates: list[Candidate] = []
     for name in strategies:
-        tried = [("none (full depth)", None, base)] if name == "full" else policies
+        tried = [(FIXED_DEPTH[name], None, base)] if name in FIXED_DEPTH else policies
         for label, policy, q in tried:
             s = replicas_needed(cost, trace, q.model_copy(update={"strategy": name}), limits,
                                 max_replicas, policy)

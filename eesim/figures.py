@@ -10,6 +10,8 @@ from plotly.subplots import make_subplots
 
 METRIC_LABELS = {"tpot_mean": "mean TPOT", "tpot_p90": "p90 TPOT", "ttft_mean": "mean TTFT",
                  "throughput": "throughput", "peak_memory": "peak memory"}
+METRIC_UNITS = {"tpot_mean": (1e3, "ms"), "tpot_p90": (1e3, "ms"), "ttft_mean": (1e3, "ms"),
+                "throughput": (1.0, "tokens/s"), "peak_memory": (2**-20, "MiB")}
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
@@ -82,18 +84,19 @@ def predicted_vs_measured(table: pd.DataFrame, metric: str) -> go.Figure:
     """Validation scatter of one metric, coloured by strategy, with the y = x line."""
     pred, meas = f"{metric}_predicted", f"{metric}_measured"
     rows = table.dropna(subset=[pred, meas])
+    scale, unit = METRIC_UNITS.get(metric, (1.0, ""))
     fig = go.Figure()
     for strategy, part in rows.groupby("strategy"):
-        fig.add_trace(go.Scatter(x=part[meas], y=part[pred], mode="markers", name=strategy,
-                                 text=part["scenario"]))
+        fig.add_trace(go.Scatter(x=part[meas] * scale, y=part[pred] * scale, mode="markers",
+                                 name=strategy, text=part["scenario"]))
     if len(rows):
-        lo = float(min(rows[pred].min(), rows[meas].min()))
-        hi = float(max(rows[pred].max(), rows[meas].max()))
+        lo = float(min(rows[pred].min(), rows[meas].min())) * scale
+        hi = float(max(rows[pred].max(), rows[meas].max())) * scale
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                                  line={"dash": "dash", "color": "grey"}))
     label = METRIC_LABELS.get(metric, metric)
-    return _layout(fig, f"Predicted against measured: {label}", f"measured {label}",
-                   f"predicted {label}")
+    return _layout(fig, f"Predicted against measured: {label}", f"measured {label} ({unit})",
+                   f"predicted {label} ({unit})")
 
 
 def error_table(table: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eesim.costmodel import CostModel
 from eesim.metrics import per_request
@@ -52,13 +52,19 @@ class WhatIf(BaseModel):
     shadow_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _known(self) -> WhatIf:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.signal not in SIGNALS or self.signal == "risk":
-            raise ValueError(f"signal {self.signal!r} is not one of max_prob, margin, entropy, static")
-        return self
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"strategy {value!r} is not one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, value: str) -> str:
+        if value not in SIGNALS or value == "risk":
+            raise ValueError(f"signal {value!r} is not one of max_prob, margin, entropy, static")
+        return value
 
     def strategy_config(self) -> StrategyConfig:
         kv = "shared" if self.strategy == "selfspec" else "propagate"

@@ -76,7 +76,8 @@ def test_every_page_renders_in_chromium(server, tmp_path):
             if name == "what-if":
                 layers = page.locator("[data-testid='stMetric']", has_text="Layers / token")
                 before = layers.inner_text()
-                slider = page.locator("[data-testid='stSidebar'] [role='slider']").first
+                slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] "
+                                      "input[type='range']").first
                 slider.focus()
                 for _ in range(30):  # threshold 0.9 -> 0.6: more tokens leave early
                     page.keyboard.press("ArrowLeft")

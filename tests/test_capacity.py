@@ -97,6 +97,8 @@ def test_ray_gives_the_process_pools_results(tmp_path):
     pool = sweep(points, tmp_path / "pool", workers=2)
     on_ray = sweep(points, tmp_path / "ray", use_ray=True)
     assert (on_ray["status"] == "ok").all() and len(on_ray) == 6
+    metrics = ["tpot_mean_s", "ttft_p99_s", "throughput_tokens_per_s", "quality_delta"]
+    assert pool[metrics].equals(on_ray[metrics])
     for p in points:
         a = json.loads((tmp_path / "pool" / "points" / f"{point_id(p)}.json").read_text())
         b = json.loads((tmp_path / "ray" / "points" / f"{point_id(p)}.json").read_text())
@@ -124,7 +126,7 @@ def test_plan_is_checked_by_simulating_its_answer_and_one_fewer():
     from eesim.whatif import WhatIf, answer
 
     run = CliRunner().invoke(app, [
-        "plan", "--profile", str(ANALYTIC), "--trace", str(REFERENCE_TRACE), "--qps", "40",
+        "plan", "--profile", str(ANALYTIC), "--trace", str(REFERENCE_TRACE), "--qps", "200",
         "--slo-tpot-p99", "30", "--slo-ttft-p99", "2000", "--budget", "0.02",
         "--strategies", "full,compact,selfspec", "--requests", "300", "--json"])
     assert run.exit_code == 0, run.output

@@ -4,7 +4,8 @@ same from the command line)."""
 import streamlit as st
 import ui
 
-from eesim.report import gather, render, review
+from eesim import figures
+from eesim.report import gather, render, review, strategy_table
 from eesim.validate import ROOT
 
 st.title("Design-review report")
@@ -22,18 +23,23 @@ with_validation = st.toggle("Include the validation table", validation_file.exis
 
 
 @st.cache_data(show_spinner="building the report…")
-def build(profile: str, trace: str, q, validation: str | None) -> tuple[str, list]:
+def build(profile: str, trace: str, q, validation: str | None):
     table, summary = ui.load_validation(validation) if validation else (None, None)
     cost = ui.load_cost(profile)
     ev = gather(cost, ui.load_trace(trace), q, validation=table, validation_summary=summary)
-    return render(ev, profile_env=cost.meta.env), review(ev, None)
+    cdf = figures.tpot_cdf({k: a.requests for k, a in ev.answers.items()})
+    return render(ev, profile_env=cost.meta.env), review(ev, None), strategy_table(ev), cdf
 
 
-html, answers = ui.friendly(build, profile, trace_path, q,
-                            str(validation_file) if with_validation else None)
+html, answers, table, cdf = ui.friendly(build, profile, trace_path, q,
+                                        str(validation_file) if with_validation else None)
 st.download_button("Download report (HTML)", html, file_name="eesim-report.html", mime="text/html")
 st.write(f"{len(html) / 2**20:.1f} MiB · {html.count('plotly-graph-div')} figures")
+left, right = st.columns([3, 2])
+left.dataframe(table.style.format("{:.3g}"))
+right.plotly_chart(cdf, key="report-cdf")
 st.subheader("Design-review questions")
 for asked, said in answers:
     st.markdown(f"**{asked}** {said}")
-st.components.v1.html(html, height=900, scrolling=True)
+with st.expander("Preview the whole report"):
+    st.components.v1.html(html, height=900, scrolling=True)

@@ -22,16 +22,26 @@ s, b = got.summary, base.summary
 if s.get("depth_mapped_from"):
     st.info(f"The trace has {s['depth_mapped_from']} layers, the profile's model "
             f"{cost.meta.model.n_layers}: exits mapped by relative depth.")
-cols = st.columns(6)
-cols[0].metric("TTFT mean", f"{s['ttft_s']['mean'] * 1e3:.1f} ms",
-               f"{(s['ttft_s']['mean'] / b['ttft_s']['mean'] - 1):+.1%} vs full", delta_color="inverse")
-cols[1].metric("TPOT mean", f"{s['tpot_s']['mean'] * 1e3:.2f} ms",
-               f"{(s['tpot_s']['mean'] / b['tpot_s']['mean'] - 1):+.1%} vs full", delta_color="inverse")
-cols[2].metric("Throughput", f"{s['throughput_tokens_per_s']:,.0f} tok/s")
-cols[3].metric("Peak memory", f"{s['peak_memory_bytes'] / 2**30:.2f} GiB")
-cols[4].metric("Layers / token", f"{s['layers_per_token']:.2f}",
-               f"{(s['layers_per_token'] / b['layers_per_token'] - 1):+.1%} vs full", delta_color="inverse")
-cols[5].metric("Quality delta", f"{s['quality_delta']:.2%}")
+
+
+def seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1e3:.1f} ms"
+
+
+def versus(key: str, stat: str | None = "mean") -> str:
+    now, then = (x[key][stat] if stat else x[key] for x in (s, b))
+    return f"{now / then - 1:+.1%} vs full" if then else ""
+
+
+top, bottom = st.columns(3), st.columns(3)
+top[0].metric("TTFT mean", seconds(s["ttft_s"]["mean"]), versus("ttft_s"), delta_color="inverse")
+top[1].metric("TPOT mean", seconds(s["tpot_s"]["mean"]), versus("tpot_s"), delta_color="inverse")
+top[2].metric("Throughput", f"{s['throughput_tokens_per_s']:,.0f} tok/s",
+              versus("throughput_tokens_per_s", None))
+bottom[0].metric("Peak memory", f"{s['peak_memory_bytes'] / 2**30:.2f} GiB")
+bottom[1].metric("Layers / token", f"{s['layers_per_token']:.2f}", versus("layers_per_token", None),
+                 delta_color="inverse")
+bottom[2].metric("Quality delta", f"{s['quality_delta']:.2%}")
 left, right = st.columns(2)
 left.plotly_chart(figures.tpot_cdf({f"{q.strategy} (this policy)": got.requests,
                                     "full (no exits)": base.requests}), key="tpot-cdf")

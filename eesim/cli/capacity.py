@@ -115,7 +115,7 @@ def _print_plan(result: dict) -> None:
         view.add_column(col, justify="right" if col not in ("strategy", "policy") else "left")
     for name, c in result["strategies"].items():
         if c.get("replicas") is None:
-            view.add_row(name, "", "not met", "", "", c.get("reason", "")[:60])
+            view.add_row(name, f"not met: {c.get('reason', '').split(';')[0][:48]}", "-", "", "", "")
             continue
         view.add_row(name, c["policy"], str(c["replicas"]), f"{c['tpot_p99_s'] * 1e3:.1f}",
                      f"{c['ttft_p99_s'] * 1e3:.0f}", f"{c['quality_delta']:.2%}")
