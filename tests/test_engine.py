@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eesim.costmodel import CostModel
@@ -172,3 +173,24 @@ def test_a_prediction_from_the_realised_trace_counts_the_same_work(setup, name, 
     assert 6 * 8 * 15 > measured["layer_evals"].sum() > 6 * 15  # some exits, not all at layer 1
     for col in ("output_tokens", "layer_evals", "exit_checks"):
         assert np.array_equal(measured[col].to_numpy(), simulated[col].to_numpy()), col
+
+
+@pytest.mark.parametrize(("name", "params"), STRATEGIES)
+def test_engine_and_simulator_count_the_same_plan_operations(setup, name, params):
+    """Priced with a profile where every operation costs one second and nothing else costs
+    anything, the simulated run lasts exactly as many seconds as the engine executed plan
+    operations (the unit of term `plan_op`), bulk stepping included."""
+    from eesim.profile.format import Profile
+
+    ckpt, trace, policy, cost = setup
+    table = cost.profile.table.copy()
+    table["median_s"] = 0.0
+    ops = table[table["term"] == "step"].assign(term="plan_op", median_s=1.0)
+    counting = CostModel(Profile(pd.concat([table, ops], ignore_index=True), cost.meta))
+    behaviour = from_trace(trace, policy, 8)
+    workload = closed_loop(3, 8, 0, prompt=(12, 12), output=(20, 20))
+    cfg = StrategyConfig(name=name, **params)
+    timeline: list = []
+    measure(ckpt, behaviour, workload, cfg, SchedulerConfig(max_batch=3), timeline=timeline)
+    simulated = simulate(counting, behaviour, workload, cfg, SchedulerConfig(max_batch=3)).requests
+    assert simulated["completion_s"].max() == sum(it.ops for it in timeline) > 0

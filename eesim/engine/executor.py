@@ -21,7 +21,17 @@ import torch
 
 from eesim.model import EarlyExitLM
 from eesim.model.signals import confidence_signals
-from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFill, Layers, Regroup
+from eesim.plan.ops import (
+    Compact,
+    Embed,
+    ExitCheck,
+    FinalHead,
+    HostSync,
+    KVFill,
+    Layers,
+    Regroup,
+    executed,
+)
 
 
 class Executor:
@@ -30,8 +40,8 @@ class Executor:
     `tokens` are the rows' input tokens, `positions` their cache lengths before this token.
     After the step, `head_top1` holds each row's latest head answer (per token slot after a
     verification); `layer_evals` and `exit_checks` count work per row the way the simulator's
-    pricer does; `ops` counts the operations executed (those with rows), as the pricer counts
-    them. With a `log` list, each executed operation appends (kind, rows, seconds, layers): its
+    pricer does; `ops` counts the operations executed (eesim.plan.ops.executed), as the
+    pricer counts them. With a `log` list, each executed operation appends (kind, rows, seconds, layers): its
     class name, row count, time (per check for an exit check) and span (Layers, KVFill).
     """
 
@@ -58,8 +68,9 @@ class Executor:
         self._run(op)
         spent = time.perf_counter() - tick
         self.seconds += spent
-        if executes(op):
-            self.ops += 1
+        ops = int(executed(op)[0])
+        if ops:
+            self.ops += ops
             if self.log is not None:
                 rows = 0 if isinstance(op, HostSync) else int(op.rows[0].sum())
                 span = op.end - op.start if isinstance(op, Layers | KVFill) else 0
@@ -127,16 +138,6 @@ class Executor:
             self.h.index_select(0, idx[torch.argsort(self.positions[idx], stable=True)])
         else:
             raise TypeError(f"the engine cannot execute {op!r}")
-
-
-def executes(op) -> bool:
-    """Whether an operation does work in the single step of an engine pass: it has rows (a
-    host sync: is marked), and a segment of layers is not empty."""
-    if isinstance(op, HostSync):
-        return bool(op.steps[0])
-    if isinstance(op, Layers) and op.end == op.start:
-        return False
-    return bool(op.rows[0].any())
 
 
 def _per_row(value, mask: np.ndarray) -> np.ndarray:

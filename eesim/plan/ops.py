@@ -89,3 +89,17 @@ class FinalHead:
 
 
 Op = Embed | Layers | ExitCheck | HostSync | Compact | KVFill | Regroup | FinalHead
+
+
+def executed(op: Op) -> np.ndarray:
+    """(K,) operations an engine executes for `op` in each step, the unit of the profile's
+    per-operation overhead (`plan_op`): one per segment call (`Layers.calls`), per exit check
+    and per host sync, one for any other operation on rows, none without rows or layers."""
+    if isinstance(op, HostSync):
+        return op.steps * op.count
+    present = op.rows.any(axis=1)
+    if isinstance(op, Layers):
+        return present * np.asarray(op.calls) if op.end > op.start else np.zeros(len(present), int)
+    if isinstance(op, ExitCheck):
+        return present * op.count
+    return present.astype(int)

@@ -10,7 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from eesim.costmodel import CostModel
-from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFill, Layers, Regroup
+from eesim.plan.ops import (
+    Compact,
+    Embed,
+    ExitCheck,
+    FinalHead,
+    HostSync,
+    KVFill,
+    Layers,
+    Regroup,
+    executed,
+)
 from eesim.sim.behaviour import Behaviour, bit
 
 
@@ -177,12 +187,6 @@ class Pricer:
             self._row_parts.append((index, rows.astype(np.int64), 1.0))
         self._pass_rows = rows.astype(np.int64)
 
-    def _count_op(self, op) -> None:
-        """Steps in which the engine executes `op` (eesim.engine.executor.executes)."""
-        if isinstance(op, HostSync):
-            self._ops += op.steps
-        elif not (isinstance(op, Layers) and op.end == op.start):
-            self._ops += op.rows.any(axis=1)
 
     def _call(self, n: np.ndarray, calls: int | np.ndarray = 1) -> None:
         """`calls` calls (per step) of a segment of layers on n rows per step (their fixed cost)."""
@@ -192,7 +196,7 @@ class Pricer:
 
     def price(self, op) -> None:
         if self._op_index is not None:
-            self._count_op(op)
+            self._ops += executed(op)
         if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
             self._runs.append((op.start, op.end, op.rows, op.calls))
         elif isinstance(op, Layers):
