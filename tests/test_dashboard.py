@@ -83,7 +83,7 @@ def test_replicas_needed_is_the_fewest_that_meet_the_limits(cost, trace):
 
     q = SMALL.model_copy(update={"rate": 200.0, "requests": 200})
     one = answer(cost, trace, q).summary
-    limits = Limits(tpot_p99_s=one["tpot_s"]["p99"] / 2, ttft_p99_s=None)
+    limits = Limits(tpot_p99_s=one["tpot_s"]["p99"] * 0.75, ttft_p99_s=None)
     got = replicas_needed(cost, trace, q, limits, max_replicas=32)
     assert got.replicas is not None and got.replicas > 1
     at = answer(cost, trace, q.model_copy(update={"replicas": got.replicas})).summary
