@@ -95,11 +95,12 @@ def executed(op: Op) -> np.ndarray:
     """(K,) operations an engine executes for `op` in each step, the unit of the profile's
     per-operation overhead (`plan_op`): one per segment call (`Layers.calls`), per exit check
     and per host sync, one for any other operation on rows, none without rows or layers."""
-    if isinstance(op, HostSync):
+    if type(op) is HostSync:
         return op.steps * op.count
-    present = op.rows.any(axis=1)
-    if isinstance(op, Layers):
-        return present * np.asarray(op.calls) if op.end > op.start else np.zeros(len(present), int)
-    if isinstance(op, ExitCheck):
+    present = np.logical_or.reduce(op.rows, axis=1)
+    kind = type(op)
+    if kind is Layers:
+        return present * op.calls if op.end > op.start else np.zeros(len(present), int)
+    if kind is ExitCheck:
         return present * op.count
-    return present.astype(int)
+    return present

@@ -276,8 +276,9 @@ class Pricer:
         if self._row_parts:
             index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
             n = np.concatenate([p[1] for p in self._row_parts])
-            times = np.concatenate([np.broadcast_to(np.asarray(p[2], float), (k,))
-                                    for p in self._row_parts])
+            times = np.empty(len(self._row_parts) * k)
+            for i, part in enumerate(self._row_parts):
+                times[i * k:(i + 1) * k] = part[2]
             values = times * self.cost.price_row_terms(index, n)
             total += values.reshape(len(self._row_parts), k).sum(axis=0)
         for term, parts in self._pending.items():
