@@ -22,8 +22,23 @@ SIGNALS = ("max_prob", "margin", "entropy", "static")
 UPLOADS = Path(tempfile.gettempdir()) / "eesim-uploads"
 
 
+DEMO = Path("eesim-out")  # `eesim demo`'s outputs, relative to where the dashboard was started
+
+
 def committed_profiles() -> list[Path]:
-    return sorted(p for p in (ROOT / "profiles").glob("*/*.parquet") if p.name != "validation.parquet")
+    """The committed profiles, then the quick profile of an `eesim demo` run here, if any."""
+    found = sorted(p for p in (ROOT / "profiles").glob("*/*.parquet") if p.name != "validation.parquet")
+    return found + [p.resolve() for p in [DEMO / "profile-quick.parquet"] if p.exists()]
+
+
+def validation_tables() -> dict[str, Path]:
+    """Validation tables by label: each committed device folder's, then a demo run's here."""
+    tables = {f"committed: {p.parent.name}": p
+              for p in sorted((ROOT / "profiles").glob("*/validation.parquet"))}
+    demo = DEMO / "validation" / "validation.parquet"
+    if demo.exists():
+        tables[f"this machine's demo run: {demo.parent}"] = demo.resolve()
+    return tables
 
 
 def committed_traces() -> list[Path]:

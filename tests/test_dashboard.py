@@ -309,3 +309,17 @@ def test_report_page_offers_the_html():
     assert not at.exception
     assert divergence() != before and "regroup:" in divergence()
     assert at.get("download_button")
+
+
+def test_validation_page_offers_a_demo_run_made_where_it_started(tmp_path, monkeypatch):
+    import shutil
+
+    (tmp_path / "eesim-out" / "validation").mkdir(parents=True)
+    shutil.copy(VALIDATION, tmp_path / "eesim-out" / "validation" / "validation.parquet")
+    monkeypatch.chdir(tmp_path)
+    at = _app()
+    at.switch_page("pages/validation.py").run()
+    options = at.selectbox(key="v-device").options
+    assert options[0] == "committed: cpu" and "demo run" in options[-1]
+    at.selectbox(key="v-device").set_value(options[-1]).run()
+    assert not at.exception and _charts(at)

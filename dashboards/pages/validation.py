@@ -4,18 +4,17 @@ import streamlit as st
 import ui
 
 from eesim import figures
-from eesim.validate import ROOT, speedup_table
+from eesim.validate import speedup_table
 
 st.title("Validation")
 st.caption("Every scenario simulated (priced by a profile taken in the same run) and measured on "
            "the reference model with the same requests and exits (`eesim validate`).")
-tables = sorted((ROOT / "profiles").glob("*/validation.parquet"))
+tables = ui.validation_tables()
 if not tables:
     st.info("No validation table yet: run `eesim validate --grid quick`.")
     st.stop()
-device = st.sidebar.selectbox("Device", tables, format_func=lambda p: p.parent.name,
-                              key="v-device")
-table, summary = ui.friendly(ui.load_validation, str(device))
+source = st.sidebar.selectbox("Validation run", list(tables), key="v-device")
+table, summary = ui.friendly(ui.load_validation, str(tables[source]))
 strategies = sorted(table["strategy"].unique())
 chosen = st.sidebar.multiselect("Strategies", strategies, strategies, key="v-strategies")
 metric = st.sidebar.selectbox("Metric", list(figures.METRIC_LABELS),

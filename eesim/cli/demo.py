@@ -65,8 +65,9 @@ def demo(
     typer.echo("\nOutputs:")
     for name, path in written.items():
         typer.echo(f"  {name:20s} {path}")
-    typer.echo(f"\nThe dashboard reads the validation table from {written['validation']} "
-               f"(the committed full grid: profiles/cpu/validation.parquet).")
+    typer.echo(f"\n`eesim dashboard`, started in this folder, shows {written['validation']} on its "
+               f"Validation page (beside the committed full grid, profiles/cpu/validation.parquet) "
+               f"and offers {written['profile (quick)']} on its What-if page.")
 
 
 def _demo_validation(out: Path):
