@@ -120,6 +120,12 @@ def choose_trace(key: str = "trace", container=st.sidebar) -> str:
     return uploaded or str(chosen)
 
 
+def inputs() -> tuple[str, str, ExitTrace]:
+    """The sidebar's profile and trace: (profile path, trace path, the trace)."""
+    profile, trace_path = choose_profile(), choose_trace()
+    return profile, trace_path, friendly(load_trace, trace_path)
+
+
 def exit_rule(n_layers: int, prefix: str) -> tuple[str, float]:
     """The exit signal and its threshold (one for every task)."""
     signal = st.selectbox("Exit signal", SIGNALS, key=f"{prefix}-signal")

@@ -26,8 +26,8 @@ from eesim.sim.simulate import simulate
 from eesim.sim.workload import poisson
 from eesim.trace import ExitTrace
 
-THRESHOLD_RANGE = {"max_prob": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 8.0),
-                   "risk": (0.0, 1.0)}  # static: 1..n_layers
+THRESHOLD_RANGE = {"max_prob": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 8.0)}
+# static: 1..n_layers; risk needs a fitted risk model (eesim calibrate --signal risk: a policy file)
 
 
 class WhatIf(BaseModel):

@@ -11,9 +11,7 @@ from eesim.plan.strategies import STRATEGIES
 st.title("Capacity")
 st.caption("Each point is one simulation; the replica search doubles, then bisects, until the "
            "limits hold (eesim.capacity).")
-profile = ui.choose_profile()
-trace_path = ui.choose_trace()
-trace = ui.friendly(ui.load_trace, trace_path)
+profile, trace_path, trace = ui.inputs()
 base = ui.friendly(ui.question, trace, st.sidebar, strategy=False, prefix="c", requests=300)
 strategies = st.multiselect("Strategies", STRATEGIES, ["full", "compact", "selfspec"], key="c-strategies")
 c1, c2, c3 = st.columns(3)

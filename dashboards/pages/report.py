@@ -12,9 +12,7 @@ st.title("Design-review report")
 st.caption("The question on the left, answered under every strategy, with the trace's evidence, "
            "the validation table, the design-review questions and the versions behind them: one "
            "HTML file with plotly inlined (it opens offline).")
-profile = ui.choose_profile()
-trace_path = ui.choose_trace()
-trace = ui.friendly(ui.load_trace, trace_path)
+profile, trace_path, trace = ui.inputs()
 q = ui.friendly(ui.question, trace, prefix="r", requests=300)
 cost = ui.load_cost(profile)
 validation_file = ROOT / "profiles" / cost.meta.device_type / "validation.parquet"

@@ -8,9 +8,7 @@ from eesim import figures
 st.title("What-if")
 st.caption("Predicted by the SimPy simulator from a profile and a trace: exits replayed under the "
            "policy, priced step by step. Change anything on the left; the answer follows.")
-profile = ui.choose_profile()
-trace_path = ui.choose_trace()
-trace = ui.friendly(ui.load_trace, trace_path)
+profile, trace_path, trace = ui.inputs()
 q = ui.friendly(ui.question, trace)
 cost = ui.load_cost(profile)
 if cost.meta.kind == "analytic":
