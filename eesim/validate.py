@@ -48,7 +48,7 @@ MIXES = {"prose": {"prose": 1.0}, "code": {"code": 1.0}, "json": {"json": 1.0},
 POISSON_LOAD = 0.5       # Poisson arrivals at this share of the simulated closed-loop capacity
 KV_CAPACITY = 2**30      # bytes of KV blocks: enough that nothing is preempted
 BUDGET = 0.01            # the policy's calibration quality budget, as in `eesim demo`
-RECALIBRATE = True       # re-measure step and in-situ factors before and after each scenario
+RECALIBRATE = True       # re-measure step and in-situ factors before each scenario (drift)
 METRICS = {"tpot_mean": ("tpot_s", "mean"), "tpot_p90": ("tpot_s", "p90"),
            "ttft_mean": ("ttft_s", "mean"), "throughput": ("throughput_tokens_per_s",),
            "peak_memory": ("peak_memory_bytes",)}
@@ -133,35 +133,18 @@ class Bench:
     def n_layers(self) -> int:
         return self.behaviour.n_layers
 
-    def recalibrate(self, max_batch: int, average_with: Profile | None = None) -> float:
-        """Measure `step`, `plan_op` and the in-situ factors again at the profile's row counts
-        up to `max_batch` (a few dozen full-depth engine passes each), and price with them: the
-        machine's speed drifts over minutes, the operations' timings do not change. With
-        `average_with` (the profile measured before a scenario), price with the mean of the two
-        calibrations, the machine's state around the scenario. The factor at the largest of
-        those row counts."""
+    def recalibrate(self, max_batch: int) -> float:
+        """Measure `step` and the in-situ factors again at the profile's row counts up to
+        `max_batch` (a few dozen full-depth engine passes each), and price with them: the
+        machine's speed drifts over minutes, the operations' timings do not change. The
+        factor at the largest of those row counts."""
         from eesim.profile.bench import recalibrate
 
         counts = sorted(set(self.profile.table.loc[self.profile.table["term"] == "step", "rows"]))
         wanted = [r for r in counts if r <= max_batch] or counts[:1]
         self.profile = recalibrate(self.profile, self.ckpt.model, wanted)
-        if average_with is not None:
-            self.profile = mean_profile(average_with, self.profile)
         self.cost = CostModel(self.profile)
         return float(self.profile.meta.in_situ[wanted[-1]])
-
-
-def mean_profile(a: Profile, b: Profile) -> Profile:
-    """Two calibrations of one profile (the same points) averaged point by point; the in-situ
-    factors averaged alike."""
-    key = ["term", "rows", "query", "context"]
-    table = (pd.concat([a.table, b.table]).groupby(key, as_index=False)
-             .agg({"median_s": "mean", "iqr_s": "mean", "runs": "sum"}))
-    meta = b.meta.model_copy(deep=True)
-    meta.in_situ = {r: (a.meta.in_situ.get(r, f) + f) / 2 for r, f in b.meta.in_situ.items()}
-    meta.in_situ_terms = {t: {r: (a.meta.in_situ_terms.get(t, {}).get(r, f) + f) / 2
-                              for r, f in by.items()} for t, by in b.meta.in_situ_terms.items()}
-    return Profile(table, meta, b.where)
 
 
 def prepare(quick: bool, on_start: Callable[[int], None] | None = None,
@@ -223,16 +206,13 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
     args = {"task_mix": MIXES[scenario.mix], "seed": seed,
             "binding": straggler_binding(bench.behaviour, n, seed) if scenario.mix == "straggler" else None}
     factor = bench.recalibrate(scenario.max_batch) if RECALIBRATE else np.nan
-    before = bench.profile
     rate, workload = _workload(bench, scenario, sizes, n, sched, args)
+    predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
     try:
         _, measured = measure(bench.ckpt, bench.behaviour, workload, scenario.strategy, sched, **args)
         unmeasured = ""
     except ValueError as exc:  # the engine refuses a strategy it does not execute (yet)
         measured, unmeasured = {}, str(exc)
-    if RECALIBRATE and not unmeasured:
-        factor = bench.recalibrate(scenario.max_batch, average_with=before)
-    predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
     s = scenario.strategy
     row = {"scenario": scenario.label, "strategy": s.name, "kv": s.kv,
            "draft_layer": s.draft_layer if s.name == "selfspec" else None,
