@@ -133,16 +133,17 @@ class Bench:
     def n_layers(self) -> int:
         return self.behaviour.n_layers
 
-    def recalibrate(self, max_batch: int) -> float:
+    def recalibrate(self, max_batch: int, prompt: int) -> float:
         """Measure `step` and the in-situ factors again at the profile's row counts up to
-        `max_batch` (a few dozen full-depth engine passes each), and price with them: the
+        `max_batch` (a few dozen full-depth engine passes each, on prompts of `prompt` tokens:
+        a layer's factor depends on the context it decodes at), and price with them: the
         machine's speed drifts over minutes, the operations' timings do not change. The
-        factor at the largest of those row counts."""
+        layer's factor at the largest of those row counts."""
         from eesim.profile.bench import recalibrate
 
         counts = sorted(set(self.profile.table.loc[self.profile.table["term"] == "step", "rows"]))
         wanted = [r for r in counts if r <= max_batch] or counts[:1]
-        self.profile = recalibrate(self.profile, self.ckpt.model, wanted)
+        self.profile = recalibrate(self.profile, self.ckpt.model, wanted, prompt)
         self.cost = CostModel(self.profile)
         return float(self.profile.meta.in_situ[wanted[-1]])
 
@@ -205,7 +206,8 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
     sched = SchedulerConfig(max_batch=scenario.max_batch, kv_capacity_bytes=KV_CAPACITY)
     args = {"task_mix": MIXES[scenario.mix], "seed": seed,
             "binding": straggler_binding(bench.behaviour, n, seed) if scenario.mix == "straggler" else None}
-    factor = bench.recalibrate(scenario.max_batch) if RECALIBRATE else np.nan
+    prompt = round(sum(sizes.prompt) / 2)
+    factor = bench.recalibrate(scenario.max_batch, prompt) if RECALIBRATE else np.nan
     rate, workload = _workload(bench, scenario, sizes, n, sched, args)
     predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
     try:

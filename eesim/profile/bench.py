@@ -137,8 +137,10 @@ class Rig:
         return torch.randn(*shape, device=self.device, dtype=self.dtype)
 
 
-ROW_TERMS = ("embed", "sweep", "exit_head", "final_head", "kv_fill", "layer_call", "host_sync",
-             "compact", "regroup", "sample", "mask")  # timed per row count; sweep splits layer_call
+ROW_TERMS = ("embed", "sweep", "exit_head", "final_head", "kv_fill", "kv_fill_call", "layer_call",
+             "host_sync", "compact", "regroup", "sample", "mask")
+# timed per row count; the sweep splits into layer_call and a layer, a fill of every layer into
+# kv_fill_call and kv_fill
 
 
 def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
@@ -162,7 +164,8 @@ def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
 def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], object]]]:
     """A decoding step's operations on `rows` rows, in a step's order, each through the
     engine's executor: embedding, the sweep of every layer, the final head, a KV fill of every
-    layer (kept per layer), every layer again as its own segment followed by an exit check and
+    layer and one of a single layer (their split: the fill's call and per-layer cost), every
+    layer again as its own segment followed by an exit check and
     its host sync (compact's pattern; the one-layer calls give the call cost), compaction (half
     the rows of twice as many), regrouping; plus sampling and masking, which the engine does not
     run but a plan may price."""
@@ -184,6 +187,7 @@ def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], obj
         ("sweep", lambda: ex.run(Layers(0, rig.layers, every))),
         ("final_head", lambda: ex.run(FinalHead(every))),
         ("kv_fill", lambda: ex.run(KVFill(0, rig.layers, every))),  # every layer: per layer below
+        ("kv_fill_call", lambda: ex.run(KVFill(0, 1, every))),        # one layer: less a layer
         *checked,
         ("compact", lambda: ex2.run(Compact(half))),
         ("regroup", lambda: ex.run(Regroup(every))),
@@ -243,23 +247,19 @@ def point_count(rig_cfg: ModelConfig, grid: Grid, on_cpu: bool) -> int:
 
 
 def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
-    """Split sweep timings into a segment call and its layers.
+    """Split sweep timings into a segment call and its layers, and KV fills into a fill's call
+    and its layers.
 
     A segment of s layers on r rows costs call(r) + s x layer(r, q, c). Timed in the same
     sequence of a step's operations: one layer, T1 = call + layer, and the sweep of all L
     layers, T_L = call + L x layer; so layer = (T_L - T1) / (L - 1) and call = T1 - layer
     (never below zero). Every grid point's sweep then gives layer = (T_L - call(r)) / L. A KV
-    fill, timed over every layer, is kept per layer.
+    fill of s layers splits the same way, from a fill of every layer and one of a single layer.
     """
     table = table.copy()
-    call = table["term"] == "layer_call"
-    sweep = table[table["term"] == "sweep"].set_index("rows")["median_s"]
-    one = table[call].set_index("rows")["median_s"]
-    share = (sweep.reindex(one.index) - one) / (layers - 1) if layers > 1 else one
-    table.loc[call, "median_s"] = np.maximum(0.0, one - share).to_numpy()
-    calls = table[call].set_index("rows")["median_s"]
-    fill = table["term"] == "kv_fill"  # timed over every layer: a fill's call cost amortised
-    table.loc[fill, ["median_s", "iqr_s"]] /= layers
+    for whole, one in (("sweep", "layer_call"), ("kv_fill", "kv_fill_call")):
+        _split(table, whole, one, layers)
+    calls = table[table["term"] == "layer_call"].set_index("rows")["median_s"]
     lay = table["term"] == "layer"
     overhead = table.loc[lay, "rows"].map(calls).fillna(0.0).to_numpy()
     table.loc[lay, "median_s"] = np.maximum(table.loc[lay, "median_s"].to_numpy() - overhead, 0) / layers
@@ -267,24 +267,44 @@ def per_layer(table: pd.DataFrame, layers: int) -> pd.DataFrame:
     return table[table["term"] != "sweep"].reset_index(drop=True)
 
 
+def _split(table: pd.DataFrame, whole: str, one: str, layers: int) -> None:
+    """In place: `one` (a call of one layer) becomes the call's fixed cost, T1 - layer; `whole`
+    (a call of every layer) becomes the per-layer cost (T_L - call) / L, if not a sweep."""
+    first = table["term"] == one
+    every = table[table["term"] == whole].set_index("rows")["median_s"]
+    single = table[first].set_index("rows")["median_s"]
+    if single.empty:
+        return
+    share = (every.reindex(single.index) - single) / (layers - 1) if layers > 1 else single
+    table.loc[first, "median_s"] = np.maximum(0.0, single - share).to_numpy()
+    if whole != "sweep":  # the sweep's grid points are split by the caller
+        rows = table["term"] == whole
+        call = table.loc[rows, "rows"].map(table[first].set_index("rows")["median_s"]).fillna(0.0)
+        table.loc[rows, "median_s"] = np.maximum(table.loc[rows, "median_s"] - call.to_numpy(), 0) / layers
+        table.loc[rows, "iqr_s"] /= layers
+
+
 STEP_PASSES = 24  # decode passes per engine run (step overhead, in-situ factors)
+STEP_PROMPT = 64  # prompt tokens of their requests: the context decoding runs at (a layer's
+                  # in-situ factor depends on it; validate uses each scenario's prompt length)
+
+
+IN_SITU_TERMS = ("embed", "layer", "layer_call", "exit_head", "host_sync", "final_head")
 
 
 @dataclass(frozen=True)
 class InSitu:
-    """What full-depth engine passes at one row count measured: the seconds inside a swept
-    pass's operations (embed, one call of every layer, final head), a one-layer call and an
-    exit check inside a checked pass (every layer its own call, then a check), and the mean
+    """What full-depth engine passes at one row count measured: the median seconds of each of
+    IN_SITU_TERMS inside the engine's own passes (a layer and a segment call's fixed cost from
+    the swept pass's call of every layer and the checked pass's one-layer calls), and the mean
     context of those passes."""
 
-    sweep_s: float
-    call_s: float
-    exit_head_s: float
+    seconds: dict[str, float]
     context: float
 
 
-def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str], None] | None = None
-                  ) -> tuple[pd.DataFrame, dict[int, InSitu]]:
+def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str], None] | None = None,
+                  prompt: int = STEP_PROMPT) -> tuple[pd.DataFrame, dict[int, InSitu]]:
     """Terms `step` and `plan_op`, and the engine's own operation times, from engine runs.
 
     For each row count, two closed loops of `rows` requests at full depth: one swept (strategy
@@ -310,7 +330,7 @@ def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str],
         runs = {}
         for name in ("full", "compact"):
             timeline, log = [], []
-            serve(rig, never, closed_loop(rows, rows, 0, prompt=(8, 8),
+            serve(rig, never, closed_loop(rows, rows, 0, prompt=(prompt, prompt),
                                           output=(STEP_PASSES, STEP_PASSES)),
                   StrategyConfig(name=name), SchedulerConfig(max_batch=rows, kv_capacity_bytes=2**40),
                   timeline=timeline, op_log=log)
@@ -326,12 +346,7 @@ def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str],
                         float(np.subtract(*np.percentile(step, [75, 25]))), len(step)))
         records.append(("plan_op", rows, 1, 0, float(per_op),
                         float(np.subtract(*np.percentile(over_c, [75, 25]))) / ops_c, len(over_c)))
-        log = runs["compact"][1]
-        measured[rows] = InSitu(
-            sweep_s=float(np.median([it.ops_s for it in swept])),
-            call_s=float(np.median([s for kind, r, s, span in log if kind == "Layers" and span == 1])),
-            exit_head_s=float(np.median([s for kind, r, s, _ in log if kind == "ExitCheck"])),
-            context=8 + STEP_PASSES / 2)
+        measured[rows] = _in_situ_seconds(runs["full"][1], runs["compact"][1], layers, prompt)
         if on_point:
             on_point("step")
     table = pd.DataFrame(records, columns=["term", "rows", "query", "context", "median_s", "iqr_s",
@@ -339,35 +354,48 @@ def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str],
     return table, measured
 
 
+def _in_situ_seconds(swept: list, checked: list, layers: int, prompt: int) -> InSitu:
+    """IN_SITU_TERMS from the operation logs of a swept and a checked run (Executor.log):
+    with C_L the call of every layer and C_1 a one-layer call, layer = (C_L - C_1) / (L - 1)
+    and the call's fixed cost C_1 - layer."""
+    def median(log: list, kind: str, span: int | None = None) -> float:
+        values = [s for k, _, s, sp in log if k == kind and (span is None or sp == span)]
+        return float(np.median(values)) if values else float("nan")
+
+    one, every = median(checked, "Layers", 1), median(swept, "Layers", layers)
+    layer = (every - one) / (layers - 1) if layers > 1 else one
+    return InSitu(seconds={"embed": median(swept + checked, "Embed"), "layer": layer,
+                           "layer_call": one - layer, "exit_head": median(checked, "ExitCheck"),
+                           "host_sync": median(checked, "HostSync"),
+                           "final_head": median(swept, "FinalHead")},  # after layers, as in any plan
+                  context=prompt + STEP_PASSES / 2)
+
+
 def in_situ(profile: Profile, layers: int, measured: dict[int, InSitu]
             ) -> tuple[dict[int, float], dict[str, dict[int, float]]]:
     """How much slower the engine's operations ran inside its own passes than the profile
-    (its own timings) prices them: a factor per row count for every operation, and per-term
-    factors for the segment call and the exit head, which a checked pass shows apart.
-
-    With A = embed + `layers` layers + final head priced at the passes' context, a swept
-    pass's operations took S = f A + c and a one-layer call C = c + f layer, so the operations'
-    factor f = (S - C) / (A - layer) and the call's in-situ cost c = C - f layer (at least 0).
-    The exit head's factor is its median time per check over its profiled time. In a real pass
-    operations are separated by the engine's Python, which lets the worker threads sleep and
-    the caches cool; back to back they are faster. Measured on fixed full-depth workloads,
-    never on a validation scenario."""
+    (its own timings) prices them: per row count, a factor for each of IN_SITU_TERMS, each its
+    own time in those passes over its profiled time (a layer at the passes' context), and the
+    layer's factor for every other operation (KV fill, compaction: layer-like work between
+    Python). In a real pass operations are separated by the engine's Python, which lets the
+    worker threads sleep and the caches cool; back to back they are faster or slower by term.
+    One factor per term, not one solved from a pass's total: a term timed high in the profile
+    cannot make the others look cheap. Measured on fixed full-depth workloads, never on a
+    validation scenario."""
     from eesim.costmodel import CostModel
 
     cost = CostModel(profile)
     factors: dict[int, float] = {}
-    terms: dict[str, dict[int, float]] = {"layer_call": {}, "exit_head": {}}
+    terms: dict[str, dict[int, float]] = {t: {} for t in IN_SITU_TERMS if t != "layer"}
     for rows, m in measured.items():
-        layer = cost.cost("layer", rows, 1, m.context)
-        ops = cost.cost("embed", rows) + layers * layer + cost.cost("final_head", rows)
-        f = (m.sweep_s - m.call_s) / (ops - layer)
-        call = m.call_s - f * layer
-        if call < 0:  # noise: no call cost left; the pass's operations carry the factor
-            call, f = 0.0, m.sweep_s / ops
-        factors[rows] = _factor(f, 1.0)
-        raw_call, raw_head = cost.cost("layer_call", rows), cost.cost("exit_head", rows)
-        terms["layer_call"][rows] = _factor(call, raw_call)
-        terms["exit_head"][rows] = _factor(m.exit_head_s, raw_head)
+        for term in IN_SITU_TERMS:
+            own = cost.cost(term, rows, 1, m.context if term == "layer" else 0)
+            value = m.seconds[term]
+            factor = _factor(max(value, 0.0), own) if np.isfinite(value) else 1.0
+            if term == "layer":
+                factors[rows] = factor
+            else:
+                terms[term][rows] = factor
     return factors, terms
 
 
@@ -419,16 +447,17 @@ def apply_in_situ(table: pd.DataFrame, meta: ProfileMeta, layers: int,
     return scale_in_situ(table, meta.in_situ, meta.in_situ_terms)
 
 
-def recalibrate(profile: Profile, model, row_counts: Sequence[int]) -> Profile:
+def recalibrate(profile: Profile, model, row_counts: Sequence[int], prompt: int = STEP_PROMPT
+                ) -> Profile:
     """The profile with `step`, `plan_op` and the in-situ factors measured again now, at
-    `row_counts`, on `model` (the engine's): a shared machine's speed drifts over minutes, so
-    a measurement about to be made is predicted with the factors of the moment. The
-    operations' own timings are kept."""
+    `row_counts` and requests of `prompt` tokens (the context to be decoded at), on `model`
+    (the engine's): a shared machine's speed drifts over minutes, so a measurement about to be
+    made is predicted with the factors of the moment. The operations' own timings are kept."""
     if profile.meta.device_type != "cpu":
         return profile
     table = own_timings(profile)
     rig = _EngineRig(model)
-    steps, measured = engine_passes(rig, row_counts)
+    steps, measured = engine_passes(rig, row_counts, prompt=prompt)
     redone = table["term"].isin(MEASURED_IN_SITU) & table["rows"].isin(set(steps["rows"]))
     table = pd.concat([table[~redone], steps], ignore_index=True)
     meta = profile.meta.model_copy(deep=True)

@@ -31,6 +31,8 @@ TERMS = {
     "regroup": "sort rows by expected depth and gather them into sub-batches",
     "mask": "torch.where over rows (running a layer masked instead of on a subset)",
     "kv_fill": "K/V projections of one skipped layer written into the cache, for rows",
+    "kv_fill_call": "fixed cost of one KV fill on rows, besides its layers (positions, rotary "
+                    "tables, the rows' states)",
     "layer_call": "fixed cost of running a segment of layers on rows, besides the layers: "
                   "gathering the rows' states and cache slots, positions, dispatch",
     "step": "what one decoding pass of the engine costs beyond its operations (scheduling, "
@@ -68,13 +70,15 @@ class ProfileMeta(BaseModel):
         "padded", description="How the engine it describes batches rows of unequal length: "
                               "padded (eesim's engine: the longest query and context) or ragged "
                               "(paged attention over each row's own tokens: the mean).")
-    in_situ: dict[int, float] = Field(default_factory=dict, description="Per row count: the "
-                                      "engine's operations in its own passes over their profiled "
-                                      "time, already applied to the table (CPU).")
+    in_situ: dict[int, float] = Field(default_factory=dict, description="Per row count: a layer "
+                                      "in the engine's own passes over its profiled time, already "
+                                      "applied to the table for every operation without a factor "
+                                      "of its own (CPU).")
     in_situ_terms: dict[str, dict[int, float]] = Field(
         default_factory=dict, description="Per term and row count, a factor measured for that "
                                           "term in the engine's own passes, applied instead of "
-                                          "`in_situ` (CPU: exit_head, layer_call).")
+                                          "`in_situ` (CPU: embed, layer_call, exit_head, "
+                                          "host_sync, final_head).")
     seconds: float = 0.0
     eesim_version: str = eesim.__version__
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

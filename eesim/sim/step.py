@@ -214,6 +214,8 @@ class Pricer:
             self._rows("compact", op.rows)
         elif isinstance(op, KVFill):
             self._rows("kv_fill", op.rows, times=op.end - op.start)
+            if "kv_fill_call" in self.cost.row_index:  # a fill's fixed cost (older profiles: none)
+                self._rows("kv_fill_call", op.rows)
         elif isinstance(op, Regroup):
             self._rows("regroup", op.rows)
         elif isinstance(op, FinalHead | Embed):  # one row per token (verified positions)
