@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from eesim.cli import app
 from eesim.costmodel import CostModel
 from eesim.model.presets import model_shape
-from eesim.profile.format import ProfileError, read_profile
+from eesim.profile.format import Profile, ProfileError, read_profile
 
 TINY_HF = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
            "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 1024}
@@ -85,6 +85,39 @@ def test_a_sweep_splits_into_a_segment_call_and_per_layer_cost():
     assert out[("layer", 1)] == pytest.approx(layer)
     assert out[("layer", 8)] == pytest.approx(5 * layer)
     assert out[("exit_head", 1)] == 7e-6 and "sweep" not in out.index.get_level_values(0)
+
+
+def test_a_kv_fill_splits_into_its_call_and_per_layer_cost():
+    """A fill of every layer and one of a single layer give the fill's call and its layers, so a
+    fill of s layers is priced call + s x layer, not s / L of a fill of every layer."""
+    import pandas as pd
+
+    from eesim.profile.bench import per_layer
+
+    call, layer, layers = 200e-6, 100e-6, 8
+    rows = [("kv_fill", 4, 1, 128, call + layers * layer), ("kv_fill_call", 4, 1, 0, call + layer)]
+    table = pd.DataFrame([(*r, 0.0, 10) for r in rows],
+                         columns=["term", "rows", "query", "context", "median_s", "iqr_s", "runs"])
+    out = per_layer(table, layers).set_index("term")["median_s"]
+    assert out["kv_fill"] == pytest.approx(layer) and out["kv_fill_call"] == pytest.approx(call)
+
+
+def test_each_term_takes_its_own_in_situ_factor(tiny_profile):
+    """A term measured at twice its profiled time inside engine passes gets a factor of 2, and
+    no other term moves with it; operations without a factor of their own take the layer's."""
+    from eesim.profile.bench import IN_SITU_TERMS, InSitu, in_situ, own_timings
+
+    profile = read_profile(tiny_profile)
+    own = Profile(own_timings(profile), profile.meta)
+    cost = CostModel(own)
+    seconds = {t: cost.cost(t, 4, 1, 40 if t == "layer" else 0) for t in IN_SITU_TERMS}
+    seconds["embed"] *= 2.0
+    seconds["layer"] *= 1.5
+    factors, terms = in_situ(own, profile.meta.model.n_layers, {4: InSitu(seconds, 40.0)})
+    assert terms["embed"][4] == pytest.approx(2.0, rel=1e-3)
+    assert factors[4] == pytest.approx(1.5, rel=1e-3)
+    for term in ("final_head", "exit_head", "host_sync", "layer_call"):
+        assert terms[term][4] == pytest.approx(1.0, rel=1e-3)
 
 
 @pytest.mark.parametrize(("first", "stop", "every", "calls"), [
