@@ -324,3 +324,22 @@ def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name
     monkeypatch.setattr(replica, "LOOKAHEAD", False)
     plain = run(cost, behaviour, name, workload, sched=sched).requests
     pd.testing.assert_frame_equal(ahead, plain, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
+@pytest.mark.parametrize("budget", [8192, 100])
+def test_planning_queued_requests_into_a_bulk_changes_nothing(cost, trace, policy, name, budget,
+                                                              monkeypatch):
+    """Under overload a completion hands its row to the head of the queue a step later; a bulk
+    that plans those admissions in gives the run that stepping one at a time gives (prompts
+    admitted together within the prefill budget, arrivals queueing behind)."""
+    import eesim.sim.replica as replica
+
+    behaviour = from_trace(trace, policy, 8)
+    workload = poisson(400.0, 48, seed=5, prompt=(16, 80), output=(8, 40))
+    sched = SchedulerConfig(max_batch=4, max_batched_tokens=budget)
+    bulk = run(cost, behaviour, name, workload, sched=sched)
+    monkeypatch.setattr(replica, "BULK", 1)
+    single = run(cost, behaviour, name, workload, sched=sched)
+    pd.testing.assert_frame_equal(bulk.requests, single.requests, check_exact=False, rtol=1e-9)
+    assert bulk.summary["prefill_tokens"] == single.summary["prefill_tokens"] == workload.prompt_len.sum()

@@ -71,6 +71,10 @@ class Replica:
         when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
+        sched = self.sched
+        if sched.waiting and len(sched.running) < sched.cfg.max_batch \
+                and sched.cfg.batching == "continuous":
+            bulk = 1  # the queue's head waits for the prefill budget or memory: next step, again
         fits = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
         k_steps = fits
         if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
@@ -84,46 +88,44 @@ class Replica:
             next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
             if next_arrival is not None:
                 k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
-        rows = decoding + joining + future
+        queued = self._queued(decoding + joining) if not future and fits > 1 else []
+        if queued:  # arrivals queue behind the planned rows: they cannot end the bulk
+            k_steps, next_arrival = fits, None
+        current = decoding + joining
+        rows = current + future
         if not rows:  # only prompts still prefilling: the step is their chunk
             pricer = Pricer(sim.cost, np.zeros((1, 1)))
             self._add_prefill(pricer, chunks)
             pricer.passes(np.ones(1, np.int64))  # a pass that only prefills
             return pricer.seconds, lambda now: None
-        req = np.array([r.request for r in rows])
-        trace_req = sim.binding[req]
         join = np.array([0] * len(decoding) + [1] * len(joining) + list(admit_at + 1), np.int64)
-        joins = join > 0                                            # prefill emits a token
-        generated = np.array([r.generated for r in rows]) + joins
-        remaining = np.array([r.remaining for r in rows]) - joins
-        # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
-        # admit a waiting request (or, closed loop, the completion sends the next one)
-        cut_at_completion = bool(self.sched.waiting) or sim.workload.concurrency is not None
-        step = np.arange(k_steps)[:, None]
         exits_enabled = sim.exits_enabled(sim.env.now)
-        if cfg.name == "selfspec" and exits_enabled:
-            drafted, accepted, position = speculation(
-                sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
-                cfg.drafts, k_steps)
-            drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
-            position = np.where(step >= join, position, generated)
-            emitted = np.where(step >= join, np.minimum(accepted + 1, np.maximum(
-                remaining - (position - generated), 0)), 0)
-            done = np.cumsum(emitted, axis=0) >= remaining
-            finish = np.where(done.any(axis=0), done.argmax(axis=0), k_steps)
+        timeline = self._timeline(rows, join, k_steps, exits_enabled)
+        finish = timeline[-1]
+        if queued:  # each completion frees a row for the next waiting request, a step later
+            queued, slots, uncovered = self._queue_slots(queued, finish, k_steps)
+            rows = rows + queued
+            join = np.r_[join, slots + 1]
+            admit_at = np.r_[admit_at, slots].astype(np.int64)
+            timeline = self._timeline(rows, join, k_steps, exits_enabled)
+            finish = timeline[-1]
+            # the bulk ends after the first completion no planned request takes over
+            last = min([uncovered, *finish[len(current):]]) + 1
+        elif bool(self.sched.waiting) or sim.workload.concurrency is not None:
+            # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
+            # admit a waiting request (or, closed loop, the completion sends the next one)
+            last = int(finish[: len(current)].min()) + 1
         else:
-            finish = join + remaining - 1
-            position = generated + np.maximum(step - join, 0)
-            drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
-        finish = np.where(remaining <= 0, np.maximum(join - 1, 0), finish)
-        current = finish[: len(decoding) + len(joining)]
-        last = int(current.min() if cut_at_completion else finish.max()) + 1
+            last = int(finish.max()) + 1
+        drafted, accepted, position, emitted, present, finish = timeline
         k_steps = max(1, min(k_steps, last))
-        present = (step >= join) & (step <= finish)
-        if cfg.name != "selfspec" or not exits_enabled:
-            emitted = present.astype(np.int64)
         drafted, accepted, position, emitted, present = (
             a[:k_steps] for a in (drafted, accepted, position, emitted, present))
+        planned = future + queued
+        req = np.array([r.request for r in rows])
+        trace_req = sim.binding[req]
+        joins = join > 0                                            # prefill emits a token
+        generated = np.array([r.generated for r in rows]) + joins
         tokens = sim.behaviour.token_index(trace_req, position)
         expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])  # first step
         ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
@@ -141,23 +143,27 @@ class Replica:
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)
         self._add_prefill(pricer, chunks)
-        prompts = np.array([f.prompt for f in future])
-        for at in np.unique(admit_at[admit_at < k_steps]):  # arrivals admitted together
+        prompts = np.array([f.prompt for f in planned])
+        for at in np.unique(admit_at[admit_at < k_steps]):  # requests admitted together
             group = prompts[admit_at == at]
             pricer.prefill(int(at), group, np.zeros(len(group)), np.ones(len(group), bool),
                            sim.n_layers)
         steps = pricer.seconds
         starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
-        for at, t in zip(admit_at, future_at, strict=True):  # was each guess right?
+        for at, t in zip(admit_at[:len(future_at)], future_at, strict=True):  # was each guess right?
             actual = int(np.searchsorted(starts, t, side="left"))
             if actual != at:
                 k_steps = max(1, min(k_steps, actual, int(at)))
         if next_arrival is not None and k_steps > 1:
             k_steps = max(1, min(k_steps, int((starts < next_arrival).sum())))
         steps = steps[:k_steps]
-        admitted = [f for f, at in zip(future, admit_at, strict=True) if at < k_steps]
+        admitted = [f for f, at in zip(planned, admit_at, strict=True) if at < k_steps]
+        sim.prefill_tokens += sum(f.prompt for f in admitted)
         for f in admitted:  # before the clock moves, so the arrival process skips them
-            sim.claim(f.request)
+            if future:
+                sim.claim(f.request)
+            else:  # planned from the head of the queue, in its order
+                self.sched.waiting.popleft()
         differs = ctl.differs()
         self.step_s = float(steps[-1])
         ends = sim.env.now + np.cumsum(steps)
@@ -202,6 +208,78 @@ class Replica:
             sim.accepted[idx] += accepted[:k].sum(axis=0)[kept]
 
         return steps, apply
+
+    def _timeline(self, rows: list[Row], join: np.ndarray, k_steps: int, exits_enabled: bool):
+        """Per step and row of a bulk: drafted, accepted, position, emitted, present, and each
+        row's last step (`finish`; k_steps if beyond). A row joins decoding at step `join`."""
+        sim, cfg = self.sim, self.sim.strategy
+        trace_req = sim.binding[np.array([r.request for r in rows])]
+        joins = join > 0                                            # prefill emits a token
+        generated = np.array([r.generated for r in rows]) + joins
+        remaining = np.array([r.remaining for r in rows]) - joins
+        step = np.arange(k_steps)[:, None]
+        selfspec = cfg.name == "selfspec" and exits_enabled
+        if selfspec:
+            drafted, accepted, position = speculation(
+                sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
+                cfg.drafts, k_steps)
+            drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
+            position = np.where(step >= join, position, generated)
+            emitted = np.where(step >= join, np.minimum(accepted + 1, np.maximum(
+                remaining - (position - generated), 0)), 0)
+            done = np.cumsum(emitted, axis=0) >= remaining
+            finish = np.where(done.any(axis=0), done.argmax(axis=0), k_steps)
+        else:
+            finish = join + remaining - 1
+            position = generated + np.maximum(step - join, 0)
+            drafted = accepted = np.zeros((k_steps, len(rows)), np.int64)
+        finish = np.where(remaining <= 0, np.maximum(join - 1, 0), finish)
+        present = (step >= join) & (step <= finish)
+        if not selfspec:
+            emitted = present.astype(np.int64)
+        return drafted, accepted, position, emitted, present, finish
+
+    def _queued(self, rows: list[Row]) -> list[Row]:
+        """Waiting requests to plan into the bulk, at most one per running row: a full batch
+        (no other room frees up), one replica, open loop, continuous whole-prompt batching,
+        fresh requests at the head of the queue (a preempted one is recomputed as the scheduler
+        says), and memory for all of them."""
+        sim, sched = self.sim, self.sched
+        cfg = sched.cfg
+        if (not sched.waiting or len(sched.running) < cfg.max_batch
+                or sim.workload.concurrency is not None or len(sim.replicas) > 1
+                or cfg.batching != "continuous" or cfg.prefill != "whole"
+                or sim.kill_at is not None or not LOOKAHEAD):
+            return []
+        queued = []
+        for row in sched.waiting:
+            if row.generated or row.prefilled or len(queued) == len(rows):
+                break
+            queued.append(row)
+        reserve = sum(sched.blocks(r.prompt + r.output) for r in queued)
+        if sched.used_blocks(BULK * self.tokens_per_step) + reserve > sched.capacity_blocks:
+            return []
+        return queued
+
+    def _queue_slots(self, queued: list[Row], finish: np.ndarray, k_steps: int):
+        """(requests planned, the step each is admitted at, the first completion step no planned
+        request takes over): a row completing at step f frees its place for the head of the
+        queue at step f + 1 (FIFO, rows completing together in row order), within the prefill
+        budget of a step (the first request of a step always fits)."""
+        order = np.argsort(finish, kind="stable")
+        frees = finish[order]
+        frees = frees[frees < k_steps]
+        budget = self.sched.cfg.max_batched_tokens
+        planned, slots, tokens = [], [], {}
+        for row, f in zip(queued, frees, strict=False):
+            at = int(f) + 1
+            if at >= k_steps - 1 or (at in tokens and tokens[at] + row.prompt > budget):
+                break
+            tokens[at] = tokens.get(at, 0) + row.prompt
+            planned.append(row)
+            slots.append(at)
+        uncovered = int(frees[len(planned)]) if len(frees) > len(planned) else k_steps
+        return planned, np.array(slots, np.int64), uncovered
 
     def _future(self, rows: list[Row], k_steps: int):
         """Requests that will arrive during the next k_steps, to plan in: open loop, one
