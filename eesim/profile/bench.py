@@ -137,10 +137,10 @@ class Rig:
         return torch.randn(*shape, device=self.device, dtype=self.dtype)
 
 
+# Timed per row count; the sweep splits into layer_call and a layer, a fill of every layer into
+# kv_fill_call and kv_fill.
 ROW_TERMS = ("embed", "sweep", "exit_head", "final_head", "kv_fill", "kv_fill_call", "layer_call",
              "host_sync", "compact", "regroup", "sample", "mask")
-# timed per row count; the sweep splits into layer_call and a layer, a fill of every layer into
-# kv_fill_call and kv_fill
 
 
 def executor(rig: Rig, rows: int, query: int = 1, context: int = 0) -> Executor:
@@ -165,10 +165,10 @@ def row_sequence(rig: Rig, rows: int) -> list[tuple[str | None, Callable[[], obj
     """A decoding step's operations on `rows` rows, in a step's order, each through the
     engine's executor: embedding, the sweep of every layer, the final head, a KV fill of every
     layer and one of a single layer (their split: the fill's call and per-layer cost), every
-    layer again as its own segment followed by an exit check and
-    its host sync (compact's pattern; the one-layer calls give the call cost), compaction (half
-    the rows of twice as many), regrouping; plus sampling and masking, which the engine does not
-    run but a plan may price."""
+    layer again as its own segment followed by an exit check and its host sync (compact's
+    pattern; the one-layer calls give the call cost), compaction (half the rows of twice as
+    many), regrouping; plus sampling and masking, which the engine does not run but a plan may
+    price."""
     v = rig.cfg.vocab_size
     ex = executor(rig, rows, 1, KV_FILL_CONTEXT)
     ex2 = executor(rig, 2 * rows)

@@ -2,8 +2,9 @@
 
 Decode-only stretches are stepped in bulk: K steps of the same rows are planned and priced with
 one pass of the strategy (every row set a (K, R) mask), then cut at the first event that could
-change the batch (a completion, the next arrival, KV memory running out). The result is the
-same as stepping one at a time; only the bookkeeping is shared.
+change the batch in a way not planned in (a completion that frees a row nobody queued takes
+over, an arrival not planned in, KV memory running out). The result is the same as stepping one
+at a time; only the bookkeeping is shared.
 """
 
 from __future__ import annotations
