@@ -240,35 +240,40 @@ class Replica:
             emitted = present.astype(np.int64)
         return drafted, accepted, position, emitted, present, finish
 
+    def _plans_ahead(self) -> bool:
+        """Whether admissions can be planned into a bulk: one replica, open loop, continuous
+        whole-prompt batching, no kill switch (nothing else can change the batch unseen)."""
+        sim, cfg = self.sim, self.sched.cfg
+        return (LOOKAHEAD and sim.workload.concurrency is None and len(sim.replicas) == 1
+                and cfg.batching == "continuous" and cfg.prefill == "whole" and sim.kill_at is None)
+
+    def _fit_in_memory(self, requests: list[tuple[int, int]]) -> bool:
+        """Whether (prompt, output) requests fit whole beside the running rows' next bulk."""
+        sched = self.sched
+        reserve = sum(sched.blocks(prompt + output) for prompt, output in requests)
+        return sched.used_blocks(BULK * self.tokens_per_step) + reserve <= sched.capacity_blocks
+
     def _queued(self, rows: list[Row]) -> list[Row]:
         """Waiting requests to plan into the bulk, at most one per running row: a full batch
         (no other room frees up), one replica, open loop, continuous whole-prompt batching,
         fresh requests at the head of the queue (a preempted one is recomputed as the scheduler
         says), and memory for all of them."""
-        sim, sched = self.sim, self.sched
-        cfg = sched.cfg
-        if (not sched.waiting or len(sched.running) < cfg.max_batch
-                or sim.workload.concurrency is not None or len(sim.replicas) > 1
-                or cfg.batching != "continuous" or cfg.prefill != "whole"
-                or sim.kill_at is not None or not LOOKAHEAD):
+        sched = self.sched
+        if not sched.waiting or len(sched.running) < sched.cfg.max_batch or not self._plans_ahead():
             return []
         queued = []
         for row in sched.waiting:
             if row.generated or row.prefilled or len(queued) == len(rows):
                 break
             queued.append(row)
-        reserve = sum(sched.blocks(r.prompt + r.output) for r in queued)
-        if sched.used_blocks(BULK * self.tokens_per_step) + reserve > sched.capacity_blocks:
-            return []
-        return queued
+        return queued if self._fit_in_memory([(r.prompt, r.output) for r in queued]) else []
 
     def _queue_slots(self, queued: list[Row], finish: np.ndarray, k_steps: int):
         """(requests planned, the step each is admitted at, the first completion step no planned
         request takes over): a row completing at step f frees its place for the head of the
         queue at step f + 1 (FIFO, rows completing together in row order), within the prefill
         budget of a step (the first request of a step always fits)."""
-        order = np.argsort(finish, kind="stable")
-        frees = finish[order]
+        frees = np.sort(finish)
         frees = frees[frees < k_steps]
         budget = self.sched.cfg.max_batched_tokens
         planned, slots, tokens = [], [], {}
@@ -287,18 +292,14 @@ class Replica:
         replica, continuous whole-prompt batching, nobody waiting, and room to spare."""
         sim, cfg = self.sim, self.sched.cfg
         none = ([], np.zeros(0), np.zeros(0, np.int64))
-        if (sim.workload.concurrency is not None or len(sim.replicas) > 1 or self.step_s <= 0
-                or cfg.batching != "continuous" or cfg.prefill != "whole" or self.sched.waiting
-                or sim.kill_at is not None or not LOOKAHEAD):
+        if self.step_s <= 0 or self.sched.waiting or not self._plans_ahead():
             return none
         room = cfg.max_batch - len(self.sched.running)
         horizon = sim.env.now + self.step_s * k_steps
         picked = sim.upcoming(horizon, max(0, room))
-        if not picked:
-            return none
-        reserve = sum(-(-(int(sim.workload.prompt_len[i]) + int(sim.workload.output_len[i]))
-                        // cfg.block_tokens) for i in picked)
-        if self.sched.used_blocks(BULK * self.tokens_per_step) + reserve > self.sched.capacity_blocks:
+        w = sim.workload
+        if not picked or not self._fit_in_memory([(int(w.prompt_len[i]), int(w.output_len[i]))
+                                                  for i in picked]):
             return none
         at = np.array([sim.arrival[i] for i in picked])
         guess = np.maximum(np.ceil((at - sim.env.now) / self.step_s).astype(np.int64), 1)
