@@ -8,6 +8,13 @@ reference model by the engine. Both sides get the same workload, seed and reques
 they replay the same exit decisions and differ only in who pays for a step. For every metric m
 the table holds `m_predicted`, `m_measured` and `m_abs_error` = |predicted - measured| / measured;
 the summary gives the median and p90 of each error over the scenarios.
+
+A shared machine's speed swings by tens of percent for seconds at a time, so every scenario is
+run `repeats` times, each run calibrated just before it and predicted with that calibration:
+`m_predicted` and `m_measured` are means over the runs. `m_repeat_noise` = (max - min) /
+(max + min) of the measured runs is, for two runs, |M1 - M2| / (M1 + M2): distributed as the
+error of a perfect prediction of their mean (independent noise). Its median and p90 over the
+scenarios are the floor below which no model's error can be read.
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ class Grid:
     scenarios: tuple[Scenario, ...]
     sizes: Sizes
     quick_profile: bool
+    repeats: int = 2  # measured runs per scenario, each calibrated just before it
 
 
 def _quick_scenarios() -> tuple[Scenario, ...]:
@@ -197,9 +205,11 @@ def straggler_binding(behaviour: Behaviour, n: int, seed: int) -> np.ndarray:
     return binding
 
 
-def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) -> dict:
-    """One row of the table: the scenario simulated and measured on the same requests. A
-    strategy the engine refuses is recorded with the reason in `unmeasured`, metrics NaN."""
+def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0,
+                 repeats: int = 1) -> dict:
+    """One row of the table: the scenario simulated and measured on the same requests,
+    `repeats` times (each run calibrated just before it; means over the runs, and their spread).
+    A strategy the engine refuses is recorded with the reason in `unmeasured`, metrics NaN."""
     from eesim.engine.measure import measure
 
     n = sizes.requests(scenario.max_batch)
@@ -207,14 +217,19 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
     args = {"task_mix": MIXES[scenario.mix], "seed": seed,
             "binding": straggler_binding(bench.behaviour, n, seed) if scenario.mix == "straggler" else None}
     prompt = round(sum(sizes.prompt) / 2)
-    factor = bench.recalibrate(scenario.max_batch, prompt) if RECALIBRATE else np.nan
-    rate, workload = _workload(bench, scenario, sizes, n, sched, args)
-    predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
-    try:
-        _, measured = measure(bench.ckpt, bench.behaviour, workload, scenario.strategy, sched, **args)
-        unmeasured = ""
-    except ValueError as exc:  # the engine refuses a strategy it does not execute (yet)
-        measured, unmeasured = {}, str(exc)
+    runs, unmeasured, rate, workload = [], "", np.nan, None
+    for _ in range(repeats):
+        factor = bench.recalibrate(scenario.max_batch, prompt) if RECALIBRATE else np.nan
+        if workload is None:  # every run serves the same requests at the same times
+            rate, workload = _workload(bench, scenario, sizes, n, sched, args)
+        predicted = simulate(bench.cost, bench.behaviour, workload, scenario.strategy, sched, **args).summary
+        try:
+            _, measured = measure(bench.ckpt, bench.behaviour, workload, scenario.strategy, sched, **args)
+        except ValueError as exc:  # the engine refuses a strategy it does not execute (yet)
+            measured, unmeasured = {}, str(exc)
+        runs.append((predicted, measured, factor))
+        if unmeasured:
+            break
     s = scenario.strategy
     row = {"scenario": scenario.label, "strategy": s.name, "kv": s.kv,
            "draft_layer": s.draft_layer if s.name == "selfspec" else None,
@@ -222,11 +237,14 @@ def run_scenario(bench: Bench, scenario: Scenario, sizes: Sizes, seed: int = 0) 
            "max_batch": scenario.max_batch, "load": scenario.load, "mix": scenario.mix,
            "requests": n, "rate": rate}
     for metric in METRICS:
-        row[f"{metric}_predicted"] = _value(predicted, metric)
-        row[f"{metric}_measured"] = _value(measured, metric)
+        predicted_runs, measured_runs = ([_value(r[side], metric) for r in runs] for side in (0, 1))
+        row[f"{metric}_predicted"] = float(np.mean(predicted_runs))
+        row[f"{metric}_measured"] = float(np.mean(measured_runs))
+        row[f"{metric}_repeat_noise"] = _spread(measured_runs)
     row["layers_per_token_predicted"] = predicted["layers_per_token"]
     row["layers_per_token_measured"] = measured.get("layers_per_token", np.nan)
-    row["in_situ_factor"] = factor
+    row["in_situ_factor"] = float(np.mean([r[2] for r in runs]))
+    row["runs"] = len(runs) if not unmeasured else 0
     row["extrapolated"] = bool(predicted["extrapolated"])
     row["unmeasured"] = unmeasured
     return row
@@ -244,6 +262,13 @@ def _workload(bench: Bench, scenario: Scenario, sizes: Sizes, n: int, sched: Sch
                         **args).summary["throughput_requests_per_s"]
     rate = POISSON_LOAD * capacity
     return rate, poisson(rate, n, args["seed"], **lengths)
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / (max + min): for two runs, the error of a perfect prediction of their mean
+    (NaN for a single run or an unmeasured one)."""
+    lo, hi = min(values), max(values)
+    return float((hi - lo) / (hi + lo)) if len(values) > 1 and lo + hi > 0 else np.nan
 
 
 def _value(summary: dict, metric: str) -> float:
@@ -274,15 +299,18 @@ def add_errors(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def error_summary(table: pd.DataFrame) -> dict:
-    """Median and p90 over scenarios of each metric's error (unmeasured scenarios left out)."""
-    def stat(q: float) -> dict:
+    """Median and p90 over scenarios of each metric's error, and of its repeat noise (the
+    floor a perfect model would reach); unmeasured scenarios left out."""
+    def stat(q: float, column: str) -> dict:
         out = {}
         for m in METRICS:
-            value = table[f"{m}_abs_error"].quantile(q) if len(table) else np.nan
+            name = f"{m}_{column}"
+            value = table[name].quantile(q) if len(table) and name in table else np.nan
             out[m] = None if pd.isna(value) else float(value)
         return out
 
-    return {"median_abs_error": stat(0.5), "p90_abs_error": stat(0.9)}
+    return {"median_abs_error": stat(0.5, "abs_error"), "p90_abs_error": stat(0.9, "abs_error"),
+            "median_repeat_noise": stat(0.5, "repeat_noise"), "p90_repeat_noise": stat(0.9, "repeat_noise")}
 
 
 def run_grid(bench: Bench, grid: Grid, seed: int = 0,
@@ -290,7 +318,7 @@ def run_grid(bench: Bench, grid: Grid, seed: int = 0,
     """Every scenario of the grid in order, with errors and speedups."""
     rows = []
     for scenario in grid.scenarios:
-        rows.append(run_scenario(bench, scenario, grid.sizes, seed))
+        rows.append(run_scenario(bench, scenario, grid.sizes, seed, grid.repeats))
         if on_scenario:
             on_scenario(scenario)
     table = pd.DataFrame(rows)
@@ -317,7 +345,7 @@ def grid_summary(table: pd.DataFrame, grid: Grid, bench: Bench, seconds: float, 
         "extrapolated_scenarios": int(table["extrapolated"].sum()),
         "sizes": {"prompt": list(grid.sizes.prompt), "output": list(grid.sizes.output),
                   "per_row": grid.sizes.per_row, "min_requests": grid.sizes.min_requests},
-        "seed": seed, "poisson_load": POISSON_LOAD, "calibration_budget": BUDGET,
+        "repeats": grid.repeats, "seed": seed, "poisson_load": POISSON_LOAD, "calibration_budget": BUDGET,
         "seconds": round(seconds, 1),
         "profile": {"label": bench.cost.label, "kind": meta.kind, "device": meta.device,
                     "device_type": meta.device_type, "model": meta.model_name,

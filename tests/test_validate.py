@@ -22,6 +22,7 @@ from eesim.validate import (
     grid_summary,
     prepare,
     run_grid,
+    run_scenario,
     straggler_binding,
     write_validation,
 )
@@ -87,12 +88,35 @@ def test_errors_and_speedups_are_computed_as_documented(bench, table):
         assert errors["p90_abs_error"][m] == pytest.approx(np.nanpercentile(table[f"{m}_abs_error"], 90))
 
 
+def test_each_scenario_is_measured_twice_and_says_how_repeatable_it_was(bench, table):
+    """Two measured runs per scenario (means on both sides); the repeat noise is their spread
+    (max - min) / (max + min): real runs never time alike, their exits and tokens always do."""
+    measured = table[table["unmeasured"] == ""]
+    assert TINY.repeats == 2 and (measured["runs"] == 2).all()
+    assert (table.loc[table["unmeasured"] != "", "runs"] == 0).all()
+    noise = measured["tpot_mean_repeat_noise"]
+    assert ((noise > 0) & (noise < 1)).all()
+    assert (measured["peak_memory_repeat_noise"] < 0.05).all()
+    assert table.loc[table["unmeasured"] != "", "tpot_mean_repeat_noise"].isna().all()
+    errors = error_summary(table)
+    for m in METRICS:
+        assert errors["median_repeat_noise"][m] == pytest.approx(np.nanmedian(table[f"{m}_repeat_noise"]))
+        assert errors["p90_repeat_noise"][m] == pytest.approx(np.nanpercentile(table[f"{m}_repeat_noise"], 90))
+
+
+def test_one_run_has_no_repeat_noise(bench):
+    row = run_scenario(bench, TINY.scenarios[0], TINY.sizes, repeats=1)
+    assert row["runs"] == 1 and np.isnan(row["tpot_mean_repeat_noise"])
+    assert row["tpot_mean_measured"] > 0
+
+
 def test_summary_has_the_error_keys_and_is_written_beside_the_table(bench, table, tmp_path):
     from eesim.io import read_parquet_with_meta
 
     summary = grid_summary(table, TINY, bench, 1.0, 0)
-    for key in ("median_abs_error", "p90_abs_error"):
+    for key in ("median_abs_error", "p90_abs_error", "median_repeat_noise", "p90_repeat_noise"):
         assert set(summary[key]) == set(METRICS)
+    assert summary["repeats"] == 2
     assert summary["grid"] == "tiny" and summary["scenarios"] == len(TINY.scenarios)
     assert summary["profile"]["quick"] and summary["profile"]["device_type"] == "cpu"
     assert summary["environment"]["torch"] and summary["date"]

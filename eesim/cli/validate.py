@@ -22,9 +22,10 @@ def validate(
                                                                "median relative error exceeds this."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Profile this device, then run every scenario of a grid twice, simulated (priced by that
-    profile) and measured on the reference model with the same requests and exits; write the
-    predicted-vs-measured table and its error summary."""
+    """Profile this device, then run every scenario of a grid both ways, simulated (priced by
+    that profile) and measured on the reference model with the same requests and exits, each
+    twice (calibrated before each run); write the predicted-vs-measured table, its error summary
+    and the measurements' repeat noise (the floor no model's error can go below)."""
     from eesim.validate import default_folder, exceeding, grid_named, write_validation
     from eesim.validate import validate as run_validation
 
@@ -77,7 +78,9 @@ def _print_table(table, summary: dict) -> None:
         view.add_row(r["scenario"], str(r["requests"]), *cells, f"{r['layers_per_token_predicted']:.2f}",
                      f"{_num(r['speedup_measured'], '.2f')} ({r['speedup_bound']:.2f})")
     view.add_section()
-    for name, key in (("median error", "median_abs_error"), ("p90 error", "p90_abs_error")):
+    for name, key in (("median error", "median_abs_error"), ("p90 error", "p90_abs_error"),
+                      ("median repeat noise", "median_repeat_noise"),
+                      ("p90 repeat noise", "p90_repeat_noise")):
         view.add_row(f"[bold]{name}[/]", "", *(_pct(summary[key][m]) for m in COLUMNS), "", "")
     Console().print(view)
     typer.echo(f"{summary['scenarios']} scenarios ({summary['measured']} measured) in "
