@@ -343,3 +343,34 @@ def test_planning_queued_requests_into_a_bulk_changes_nothing(cost, trace, polic
     single = run(cost, behaviour, name, workload, sched=sched)
     pd.testing.assert_frame_equal(bulk.requests, single.requests, check_exact=False, rtol=1e-9)
     assert bulk.summary["prefill_tokens"] == single.summary["prefill_tokens"] == workload.prompt_len.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 12), k=st.integers(1, 12), r=st.integers(1, 6), min_layer=st.integers(1, 13),
+       every=st.integers(1, 3), enabled=st.booleans(), seed=st.integers(0, 2**16))
+def test_expected_depth_follows_each_rows_previous_exit(n, k, r, min_layer, every, enabled, seed):
+    """Regroup's predictor, walked one row and one token at a time: a present token is expected
+    at the depth its row's previous token left at minus one (at least min_layer), and the next
+    token's expectation follows from where this one exits (its first passing check at or past
+    that depth, else the last layer); an absent step keeps the row's expectation."""
+    from eesim.sim.behaviour import Behaviour
+    from eesim.sim.step import TraceController
+
+    rng = np.random.default_rng(seed)
+    t = k * r
+    bits = rng.integers(0, 1 << n, t).astype(np.uint64)
+    b = Behaviour(n_layers=n, offsets=np.array([0, t]), tasks=np.array(["any"]), pass_bits=bits,
+                  agree_bits=np.zeros(t, np.uint64), mapped_from=None)
+    tokens = np.arange(t).reshape(k, r)
+    rows = rng.random((k, r)) < 0.7
+    last = rng.integers(1, n + 1, r)
+    got = TraceController(b, tokens, last, None, enabled).expected_depth(rows, min_layer, every)
+    checks = [m for m in range(1, n) if m % every == 0]
+    for col in range(r):
+        current = max(min_layer, int(last[col]))
+        for step in range(k):
+            assert got[step, col] == current
+            if rows[step, col]:
+                word = int(bits[tokens[step, col]])
+                exits = [m for m in checks if m >= current and enabled and word >> (m - 1) & 1]
+                current = max(min_layer, (exits[0] if exits else n) - 1)

@@ -97,10 +97,14 @@ def executed(op: Op) -> np.ndarray:
     and per host sync, one for any other operation on rows, none without rows or layers."""
     if type(op) is HostSync:
         return op.steps * op.count
-    present = np.logical_or.reduce(op.rows, axis=1)
+    return np.logical_or.reduce(op.rows, axis=1) * per_step(op)
+
+
+def per_step(op: Op) -> int | np.ndarray:
+    """Operations executed for `op` in a step where it has rows (`executed`); not HostSync."""
     kind = type(op)
     if kind is Layers:
-        return present * op.calls if op.end > op.start else np.zeros(len(present), int)
+        return op.calls if op.end > op.start else 0
     if kind is ExitCheck:
-        return present * op.count
-    return present
+        return op.count
+    return 1

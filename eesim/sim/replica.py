@@ -9,6 +9,8 @@ at a time; only the bookkeeping is shared.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import simpy
 
@@ -18,6 +20,32 @@ from eesim.sim.step import Pricer, TraceController, speculation
 
 BULK = 64
 LOOKAHEAD = True  # plan arrivals into a bulk (off: every arrival ends the bulk)
+GUESSES = 2  # pricings of a bulk that plans arrivals in: guessed admission steps, then priced ones
+
+
+@dataclass
+class _Priced:
+    """One pricing of a bulk (Replica._price): its rows and when they join, the admissions
+    planned in, the per-step masks and counts, the controller and pricer, and the steps' lengths
+    and start times."""
+
+    rows: list[Row]
+    join: np.ndarray
+    admit_at: np.ndarray
+    planned: list[Row]
+    k_steps: int
+    drafted: np.ndarray
+    accepted: np.ndarray
+    emitted: np.ndarray
+    present: np.ndarray
+    finish: np.ndarray
+    generated: np.ndarray
+    req: np.ndarray
+    ctl: TraceController
+    deferred: np.ndarray | None
+    pricer: Pricer
+    steps: np.ndarray
+    starts: np.ndarray
 
 
 class Replica:
@@ -67,9 +95,10 @@ class Replica:
         """Plan and price up to BULK steps of `decoding` rows. Step 0 also prefills the prompt
         `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Requests
         arriving during the bulk may be planned in too (`_future`), each admitted at the first
-        step that starts after its arrival; a guess that the priced steps contradict ends the
-        bulk before it. Returns the seconds of the steps kept and a function that applies them
-        when they have ended."""
+        step that starts after its arrival: guessed from the last step's length, then taken
+        from the priced steps and priced again (up to GUESSES pricings); a guess the final
+        pricing still contradicts ends the bulk before it. Returns the seconds of the steps
+        kept and a function that applies them when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
         sched = self.sched
@@ -77,87 +106,41 @@ class Replica:
                 and sched.cfg.batching == "continuous":
             bulk = 1  # the queue's head waits for the prefill budget or memory: next step, again
         fits = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
-        k_steps = fits
-        if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
-            k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
-        future, future_at, admit_at = self._future(decoding + joining, k_steps)
-        if future:  # the bulk may run past the arrivals it plans in (a prefix of them)
-            k_steps = fits
-            keep = admit_at < k_steps - 1
-            future = [f for f, ok in zip(future, keep, strict=True) if ok]
-            future_at, admit_at = future_at[keep], admit_at[keep]
-            next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
-            if next_arrival is not None:
-                k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
-        queued = self._queued(decoding + joining) if not future and fits > 1 else []
-        if queued:  # arrivals queue behind the planned rows: they cannot end the bulk
-            k_steps, next_arrival = fits, None
+        sim.prefill_tokens += sum(c for _, c in chunks)
         current = decoding + joining
-        rows = current + future
-        if not rows:  # only prompts still prefilling: the step is their chunk
+        future, future_at, admit_at = self._future(current, fits)
+        if future:  # the bulk may run past the arrivals it plans in
+            next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
+        queued = self._queued(current) if not future and fits > 1 else []
+        if queued:  # arrivals queue behind the planned rows: they cannot end the bulk
+            next_arrival = None
+        if not current and not future:  # only prompts still prefilling: the step is their chunk
             pricer = Pricer(sim.cost, np.zeros((1, 1)))
             self._add_prefill(pricer, chunks)
             pricer.passes(np.ones(1, np.int64))  # a pass that only prefills
             return pricer.seconds, lambda now: None
-        join = np.array([0] * len(decoding) + [1] * len(joining) + list(admit_at + 1), np.int64)
         exits_enabled = sim.exits_enabled(sim.env.now)
-        timeline = self._timeline(rows, join, k_steps, exits_enabled)
-        finish = timeline[-1]
-        if queued:  # each completion frees a row for the next waiting request, a step later
-            queued, slots, uncovered = self._queue_slots(queued, finish, k_steps)
-            rows = rows + queued
-            join = np.r_[join, slots + 1]
-            admit_at = np.r_[admit_at, slots].astype(np.int64)
-            timeline = self._timeline(rows, join, k_steps, exits_enabled)
-            finish = timeline[-1]
-            # the bulk ends after the first completion no planned request takes over
-            last = min([uncovered, *finish[len(current):]]) + 1
-        elif bool(self.sched.waiting) or sim.workload.concurrency is not None:
-            # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
-            # admit a waiting request (or, closed loop, the completion sends the next one)
-            last = int(finish[: len(current)].min()) + 1
-        else:
-            last = int(finish.max()) + 1
-        drafted, accepted, position, emitted, present, finish = timeline
-        k_steps = max(1, min(k_steps, last))
-        drafted, accepted, position, emitted, present = (
-            a[:k_steps] for a in (drafted, accepted, position, emitted, present))
-        planned = future + queued
-        req = np.array([r.request for r in rows])
-        trace_req = sim.binding[req]
-        joins = join > 0                                            # prefill emits a token
-        generated = np.array([r.generated for r in rows]) + joins
-        tokens = sim.behaviour.token_index(trace_req, position)
-        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])  # first step
-        ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
-                              sim.shadow_mask(req, position) & present)
-        if cfg.name == "selfspec":
-            ctl.drafted, ctl.accepted = drafted, accepted
-        deferred = None
-        if cfg.kv == "defer" and cfg.name != "selfspec":
-            zero = np.zeros(sim.n_layers, np.int64)
-            deferred = np.stack([zero if r.deferred is None or j else r.deferred
-                                 for r, j in zip(rows, joins, strict=True)])
-        pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position, present, deferred)
-        pricer.passes(np.add.reduce(present, axis=1, dtype=np.int64))
-        if present.any():
-            for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
-                pricer.price(op)
-        self._add_prefill(pricer, chunks)
-        prompts = np.array([f.prompt for f in planned])
-        for at in np.unique(admit_at[admit_at < k_steps]):  # requests admitted together
-            group = prompts[admit_at == at]
-            pricer.prefill(int(at), group, np.zeros(len(group)), np.ones(len(group), bool),
-                           sim.n_layers)
-        steps = pricer.seconds
-        starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
-        for at, t in zip(admit_at[:len(future_at)], future_at, strict=True):  # was each guess right?
-            actual = int(np.searchsorted(starts, t, side="left"))
-            if actual != at:
-                k_steps = max(1, min(k_steps, actual, int(at)))
+        for attempt in range(GUESSES):
+            k_steps = fits
+            if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
+                k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
+            p = self._price(decoding, joining, future, admit_at, queued, chunks, k_steps, exits_enabled)
+            actual = np.searchsorted(p.starts, future_at, side="left")
+            if not future or attempt == GUESSES - 1 or np.array_equal(actual, admit_at):
+                break
+            count = self._admissible(actual, [f.prompt for f in future], p.k_steps)
+            future, future_at, admit_at = future[:count], future_at[:count], actual[:count]
+            next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
+        k_steps = p.k_steps
+        for at, got in zip(admit_at, actual, strict=False):  # was each guess right?
+            if got != at:
+                k_steps = max(1, min(k_steps, int(got), int(at)))
         if next_arrival is not None and k_steps > 1:
-            k_steps = max(1, min(k_steps, int((starts < next_arrival).sum())))
-        steps = steps[:k_steps]
+            k_steps = max(1, min(k_steps, int((p.starts < next_arrival).sum())))
+        rows, join, admit_at, planned, ctl, pricer = p.rows, p.join, p.admit_at, p.planned, p.ctl, p.pricer
+        emitted, present, finish, drafted, accepted = p.emitted, p.present, p.finish, p.drafted, p.accepted
+        generated, deferred, req = p.generated, p.deferred, p.req
+        steps = p.steps[:k_steps]
         admitted = [f for f, at in zip(planned, admit_at, strict=True) if at < k_steps]
         sim.prefill_tokens += sum(f.prompt for f in admitted)
         for f in admitted:  # before the clock moves, so the arrival process skips them
@@ -209,6 +192,69 @@ class Replica:
             sim.accepted[idx] += accepted[:k].sum(axis=0)[kept]
 
         return steps, apply
+
+    def _price(self, decoding: list[Row], joining: list[Row], future: list[Row],
+               admit_at: np.ndarray, queued: list[Row], chunks: list[tuple[Row, int]],
+               k_steps: int, exits_enabled: bool) -> _Priced:
+        """One pricing of a bulk: the rows running now, arrivals admitted at `admit_at` and
+        queued requests planned in, cut after the first completion that could change the batch
+        unplanned; the strategy's plan priced step by step, prefills included."""
+        sim, cfg = self.sim, self.sim.strategy
+        current = decoding + joining
+        rows = current + future
+        join = np.array([0] * len(decoding) + [1] * len(joining) + list(admit_at + 1), np.int64)
+        timeline = self._timeline(rows, join, k_steps, exits_enabled)
+        finish = timeline[-1]
+        if queued:  # each completion frees a row for the next waiting request, a step later
+            queued, slots, uncovered = self._queue_slots(queued, finish, k_steps)
+            rows = rows + queued
+            join = np.r_[join, slots + 1]
+            admit_at = np.r_[admit_at, slots].astype(np.int64)
+            timeline = self._timeline(rows, join, k_steps, exits_enabled)
+            finish = timeline[-1]
+            # the bulk ends after the first completion no planned request takes over
+            last = min([uncovered, *finish[len(current):]]) + 1
+        elif bool(self.sched.waiting) or sim.workload.concurrency is not None:
+            # a row that completes leaves the bulk; the bulk goes on unless the freed slot could
+            # admit a waiting request (or, closed loop, the completion sends the next one)
+            last = int(finish[: len(current)].min()) + 1
+        else:
+            last = int(finish.max()) + 1
+        drafted, accepted, position, emitted, present, finish = timeline
+        k_steps = max(1, min(k_steps, last))
+        drafted, accepted, position, emitted, present = (
+            a[:k_steps] for a in (drafted, accepted, position, emitted, present))
+        planned = future + queued
+        req = np.array([r.request for r in rows])
+        trace_req = sim.binding[req]
+        joins = join > 0                                            # prefill emits a token
+        generated = np.array([r.generated for r in rows]) + joins
+        tokens = sim.behaviour.token_index(trace_req, position)
+        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])  # first step
+        ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
+                              sim.shadow_mask(req, position) & present)
+        if cfg.name == "selfspec":
+            ctl.drafted, ctl.accepted = drafted, accepted
+        deferred = None
+        if cfg.kv == "defer" and cfg.name != "selfspec":
+            zero = np.zeros(sim.n_layers, np.int64)
+            deferred = np.stack([zero if r.deferred is None or j else r.deferred
+                                 for r, j in zip(rows, joins, strict=True)])
+        pricer = Pricer(sim.cost, np.array([r.prompt for r in rows]) + position, present, deferred)
+        pricer.passes(np.add.reduce(present, axis=1, dtype=np.int64))
+        if present.any():
+            for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
+                pricer.price(op)
+        self._add_prefill(pricer, chunks)
+        prompts = np.array([f.prompt for f in planned])
+        for at in np.unique(admit_at[admit_at < k_steps]):  # requests admitted together
+            group = prompts[admit_at == at]
+            pricer.prefill(int(at), group, np.zeros(len(group)), np.ones(len(group), bool),
+                           sim.n_layers)
+        steps = pricer.seconds
+        starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
+        return _Priced(rows, join, admit_at, planned, k_steps, drafted, accepted, emitted, present,
+                       finish, generated, req, ctl, deferred, pricer, steps, starts)
 
     def _timeline(self, rows: list[Row], join: np.ndarray, k_steps: int, exits_enabled: bool):
         """Per step and row of a bulk: drafted, accepted, position, emitted, present, and each
@@ -304,15 +350,23 @@ class Replica:
         at = np.array([sim.arrival[i] for i in picked])
         guess = np.maximum(np.ceil((at - sim.env.now) / self.step_s).astype(np.int64), 1)
         prompts = [int(sim.workload.prompt_len[i]) for i in picked]
-        count = len(picked)
-        for j in range(1, len(picked)):  # admit's prefill budget per step (the first always fits)
-            same = [p for g, p in zip(guess[:j + 1], prompts[: j + 1], strict=True) if g == guess[j]]
-            if len(same) > 1 and sum(same) > cfg.max_batched_tokens:
-                count = j  # FIFO: nobody behind it is planned in either
-                break
+        count = self._admissible(guess, prompts, k_steps)
         rows_f = [Row(i, prompts[n], int(sim.workload.output_len[i]))
                   for n, i in enumerate(picked[:count])]
         return rows_f, at[:count], guess[:count]
+
+    def _admissible(self, admit_at: np.ndarray, prompts: list[int], k_steps: int) -> int:
+        """How many of these arrivals (in arrival order) a bulk of k_steps can plan in when
+        they are admitted at `admit_at`: from step 1 and before the last step, within admit's
+        prefill budget per step (the first of a step always fits). FIFO: nobody behind the first
+        that cannot is planned in either."""
+        budget = self.sched.cfg.max_batched_tokens
+        tokens: dict[int, int] = {}
+        for j, (at, prompt) in enumerate(zip(admit_at.tolist(), prompts, strict=True)):
+            if not 1 <= at < k_steps - 1 or (at in tokens and tokens[at] + prompt > budget):
+                return j
+            tokens[at] = tokens.get(at, 0) + prompt
+        return len(prompts)
 
     def _add_prefill(self, pricer: Pricer, chunks: list[tuple[Row, int]]) -> None:
         if chunks:
@@ -320,7 +374,6 @@ class Replica:
             done = np.array([r.prefilled + c == r.context for r, c in chunks])
             pricer.prefill(0, size, np.array([r.prefilled for r, _ in chunks]), done,
                            self.sim.n_layers)
-            self.sim.prefill_tokens += int(size.sum())
 
     @property
     def tokens_per_step(self) -> int:

@@ -20,6 +20,7 @@ from eesim.plan.ops import (
     Layers,
     Regroup,
     executed,
+    per_step,
 )
 from eesim.sim.behaviour import Behaviour, bit
 
@@ -74,19 +75,27 @@ class TraceController:
 
     def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
         """Each step's expected depth is one less than the layer its row's previous token left
-        at (regroup's predictor), followed step by step through the bulk."""
+        at (regroup's predictor), followed step by step through the bulk: from a depth d, a
+        present token's next depth is max(min_layer, e - 1), e its first passing check at a
+        layer >= d (the last layer if none). Those next depths are tabled for every d at once;
+        the walk through the steps is then one lookup per step."""
         n = self.b.n_layers
         checks = sum(1 << (m - 1) for m in range(every, n, every)) if every > 1 else (1 << (n - 1)) - 1
-        expected = np.empty(rows.shape, np.int64)
         current = np.maximum(min_layer, np.asarray(self.last_depth, np.int64))
+        depths = max(n, int(current.max(initial=min_layer)))  # states 1..depths (index d - 1)
+        d = np.arange(1, depths + 1)
+        from_d = np.where(d <= n, ~((np.uint64(1) << np.minimum(d - 1, 63).astype(np.uint64))
+                                    - np.uint64(1)), np.uint64(0))
+        open_bits = self.pass_bits[:, :, None] & (from_d & np.uint64(checks if self.exits_enabled else 0))
+        lowest = open_bits & (~open_bits + np.uint64(1))
+        exit_layer = np.where(open_bits > 0, np.log2(np.maximum(lowest, 1).astype(float)) + 1, n)
+        nxt = np.maximum(min_layer, exit_layer.astype(np.int64) - 1)         # (K, R, depths)
+        nxt = np.where(rows[:, :, None], nxt, d)  # an absent row keeps its depth
+        expected = np.empty(rows.shape, np.int64)
+        cols = np.arange(rows.shape[1])
         for k in range(rows.shape[0]):
             expected[k] = current
-            start = np.maximum(current, min_layer).astype(np.uint64) - np.uint64(1)
-            below = np.left_shift(np.uint64(1), start) - np.uint64(1)
-            open_bits = self.pass_bits[k] & ~below & np.uint64(checks if self.exits_enabled else 0)
-            lowest = open_bits & (~open_bits + np.uint64(1))
-            exit_layer = np.where(open_bits > 0, np.log2(np.maximum(lowest, 1).astype(float)) + 1, n)
-            current = np.where(rows[k], np.maximum(min_layer, exit_layer.astype(np.int64) - 1), current)
+            current = nxt[k, cols, current - 1]
         return expected
 
     def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
@@ -132,8 +141,10 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
 class Pricer:
     """Seconds per step (K,) of a plan's operations, and layer evaluations per row (K, R).
 
-    Operations are collected and priced together at the end: every rows-only term in one table
-    lookup, layers in one interpolation per kind (one-token or chunk); the sum is the same.
+    Operations are collected and priced together at the end: each operation's row mask is kept,
+    and all masks are counted in one reduction, every rows-only term priced in one table lookup,
+    layers in one interpolation per kind (one-token or chunk); the sum is the same. Operations
+    with per-row queries (verification, catch-up chunks) are measured as they come.
     """
 
     def __init__(self, cost: CostModel, context: np.ndarray, present: np.ndarray | None = None,
@@ -142,12 +153,22 @@ class Pricer:
         self.padded = cost.meta.batching == "padded"
         self.context = context.astype(float)
         self.k = context.shape[0]
-        self.layer_evals = np.zeros(context.shape)
-        self.exit_checks = np.zeros(context.shape)
+        self._layer_evals = np.zeros(context.shape)
+        self._exit_checks = np.zeros(context.shape)
         self._pending: dict[str, list[tuple]] = {}
         self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
         self._host_sync = np.zeros(self.k)  # syncs per step
         self._seconds: np.ndarray | None = None
+        # kept row masks, and what each is priced for: rows-only terms (index, mask, times),
+        # one-token-or-chunk layers (mask, query, layers), layer evaluations and exit checks per
+        # row (mask, weight), executed operations (mask, per step)
+        self._masks: list[np.ndarray] = []
+        self._mask_terms: list[tuple[int, int, float | np.ndarray]] = []
+        self._mask_layers: list[tuple[int, float, int]] = []
+        self._mask_evals: list[tuple[int, float]] = []
+        self._mask_checks: list[tuple[int, float]] = []
+        self._mask_ops: list[tuple[int, int | np.ndarray]] = []
+        self._finished = False
         # kv='defer': (R, L) tokens each row still owes each layer before this plan; every
         # layer a row runs then processes 1 + what it owes (the catch-up chunk).
         self.deferred = deferred
@@ -178,6 +199,14 @@ class Pricer:
             ctx = np.where(rows, self.context, 0).sum(axis=1) / safe if with_context else 0.0
         self._add(term, n, q, ctx, times)
 
+    def _term(self, term: str, mask: int, times: float | np.ndarray = 1.0) -> None:
+        """A rows-only term on kept mask `mask` (counted at the end), `times` per step."""
+        index = self.cost.row_index.get(term)
+        if index is None:  # a profile without a rows-only table for it
+            self._rows(term, self._masks[mask], times=times)
+        else:
+            self._mask_terms.append((index, mask, times))
+
     def passes(self, rows: np.ndarray) -> None:
         """A step with rows is one pass of the engine's loop over `rows` (K,) rows, with its
         fixed cost (profile term `step`, if measured); a step without rows costs nothing.
@@ -187,7 +216,6 @@ class Pricer:
             self._row_parts.append((index, rows.astype(np.int64), 1.0))
         self._pass_rows = rows.astype(np.int64)
 
-
     def _call(self, n: np.ndarray, calls: int | np.ndarray = 1) -> None:
         """`calls` calls (per step) of a segment of layers on n rows per step (their fixed cost)."""
         index = self.cost.row_index.get("layer_call")
@@ -195,34 +223,48 @@ class Pricer:
             self._row_parts.append((index, n, np.asarray(calls, float)))
 
     def price(self, op) -> None:
-        if self._op_index is not None:
-            self._ops += executed(op)
-        if isinstance(op, Layers) and self.deferred is not None and np.isscalar(op.query):
-            self._runs.append((op.start, op.end, op.rows, op.calls))
-        elif isinstance(op, Layers):
-            span = op.end - op.start
-            if span:
-                self._call(_count(op.rows), op.calls)
-                self._rows("layer", op.rows, op.query, span, with_context=True)
-                self.layer_evals += span * np.where(op.rows, op.query, 0)
-        elif isinstance(op, ExitCheck):
-            self._rows("exit_head", op.rows, times=op.count)
-            self.exit_checks += op.count * op.rows
-        elif isinstance(op, HostSync):
+        kind = type(op)
+        if kind is HostSync:
             self._host_sync += op.steps * float(op.count)
-        elif isinstance(op, Compact):
-            self._rows("compact", op.rows)
-        elif isinstance(op, KVFill):
-            self._rows("kv_fill", op.rows, times=op.end - op.start)
+            if self._op_index is not None:
+                self._ops += executed(op)
+            return
+        mask = len(self._masks)
+        self._masks.append(op.rows)
+        if self._op_index is not None:
+            self._mask_ops.append((mask, per_step(op)))
+        if kind is Layers and self.deferred is not None and np.isscalar(op.query):
+            self._runs.append((op.start, op.end, op.rows, op.calls))
+        elif kind is Layers:
+            span = op.end - op.start
+            if not span:
+                return
+            if "layer_call" in self.cost.row_index:
+                self._mask_terms.append((self.cost.row_index["layer_call"], mask,
+                                         np.asarray(op.calls, float)))
+            if np.isscalar(op.query):
+                self._mask_layers.append((mask, float(op.query), span))
+                self._mask_evals.append((mask, float(span * op.query)))
+            else:
+                self._rows("layer", op.rows, op.query, span, with_context=True)
+                self._layer_evals += span * np.where(op.rows, op.query, 0)
+        elif kind is ExitCheck:
+            self._term("exit_head", mask, op.count)
+            self._mask_checks.append((mask, float(op.count)))
+        elif kind is Compact:
+            self._term("compact", mask)
+        elif kind is KVFill:
+            self._term("kv_fill", mask, op.end - op.start)
             if "kv_fill_call" in self.cost.row_index:  # a fill's fixed cost (older profiles: none)
-                self._rows("kv_fill_call", op.rows)
-        elif isinstance(op, Regroup):
-            self._rows("regroup", op.rows)
-        elif isinstance(op, FinalHead | Embed):  # one row per token (verified positions)
-            tokens = _count(op.rows) if np.isscalar(op.query) and op.query == 1 \
-                else np.where(op.rows, op.query, 0).sum(axis=1)
-            term = "final_head" if isinstance(op, FinalHead) else "embed"
-            self._row_parts.append((self.cost.row_index[term], tokens, 1.0))
+                self._term("kv_fill_call", mask)
+        elif kind is Regroup:
+            self._term("regroup", mask)
+        elif kind is FinalHead or kind is Embed:  # one row per token (verified positions)
+            term = self.cost.row_index["final_head" if kind is FinalHead else "embed"]
+            if np.isscalar(op.query) and op.query == 1:
+                self._mask_terms.append((term, mask, 1.0))
+            else:
+                self._row_parts.append((term, np.where(op.rows, op.query, 0).sum(axis=1), 1.0))
         else:
             raise TypeError(f"no price for operation {op!r}")
 
@@ -257,20 +299,65 @@ class Pricer:
             for layer in range(start, end):
                 query = 1 + owed[layer]
                 self._rows("layer", rows, query, 1, with_context=True)
-                self.layer_evals += np.where(rows, query, 0)
+                self._layer_evals += np.where(rows, query, 0)
 
     def deferred_after(self, k: int) -> np.ndarray:
         """(R, L) tokens each row owes each layer after the first k steps."""
         last = np.where(self._ran[:, k - 1], 0, self._owed[:, k - 1] + self.present[k - 1])
         return last.T
 
+    def _finish(self) -> None:
+        """Count every kept mask at once and turn the operations on them into priced parts,
+        layer evaluations, exit checks and executed operations."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.deferred is not None:
+            self._price_catch_up()
+        if not self._masks:
+            return
+        masks = np.stack(self._masks)                                   # (N, K, R)
+        counts = np.add.reduce(masks, axis=2, dtype=np.int64)           # (N, K)
+        for index, mask, times in self._mask_terms:
+            self._row_parts.append((index, counts[mask], times))
+        if self._mask_layers:
+            ids = [m for m, _, _ in self._mask_layers]
+            within = np.where(masks[ids], self.context, 0.0)
+            if self.padded:  # the batch runs padded to its longest context
+                ctx = within.max(axis=2, initial=0.0)
+            else:  # ragged: each row's own context, priced at the mean
+                ctx = within.sum(axis=2) / np.maximum(counts[ids], 1)
+            for j, (mask, query, span) in enumerate(self._mask_layers):
+                self._add("layer", counts[mask], query, ctx[j], span)
+        for parts, out in ((self._mask_evals, self._layer_evals), (self._mask_checks, self._exit_checks)):
+            if parts:
+                weights = np.array([w for _, w in parts])
+                out += np.tensordot(weights, masks[[m for m, _ in parts]], axes=1)
+        if self._mask_ops:
+            present = counts[[m for m, _ in self._mask_ops]] > 0
+            each = np.empty(present.shape)
+            for i, (_, n) in enumerate(self._mask_ops):
+                each[i] = n
+            self._ops += np.einsum("nk,nk->k", present, each)
+
+    @property
+    def layer_evals(self) -> np.ndarray:
+        """(K, R) layer evaluations per row (each layer x its query tokens)."""
+        self._finish()
+        return self._layer_evals
+
+    @property
+    def exit_checks(self) -> np.ndarray:
+        """(K, R) exit checks per row."""
+        self._finish()
+        return self._exit_checks
+
     @property
     def seconds(self) -> np.ndarray:
         """(K,) seconds of each step: every collected operation, priced per term."""
         if self._seconds is not None:
             return self._seconds
-        if self.deferred is not None:
-            self._price_catch_up()
+        self._finish()
         k = self.k
         total = self._host_sync * self.cost.host_sync_s
         if self._op_index is not None and self._pass_rows is not None:
