@@ -321,17 +321,11 @@ class Replica:
         budget of a step (the first request of a step always fits)."""
         frees = np.sort(finish)
         frees = frees[frees < k_steps]
-        budget = self.sched.cfg.max_batched_tokens
-        planned, slots, tokens = [], [], {}
-        for row, f in zip(queued, frees, strict=False):
-            at = int(f) + 1
-            if at >= k_steps - 1 or (at in tokens and tokens[at] + row.prompt > budget):
-                break
-            tokens[at] = tokens.get(at, 0) + row.prompt
-            planned.append(row)
-            slots.append(at)
-        uncovered = int(frees[len(planned)]) if len(frees) > len(planned) else k_steps
-        return planned, np.array(slots, np.int64), uncovered
+        n = min(len(queued), len(frees))
+        slots = frees[:n].astype(np.int64) + 1
+        count = self._admissible(slots, [r.prompt for r in queued[:n]], k_steps)
+        uncovered = int(frees[count]) if len(frees) > count else k_steps
+        return queued[:count], slots[:count], uncovered
 
     def _future(self, rows: list[Row], k_steps: int):
         """Requests that will arrive during the next k_steps, to plan in: open loop, one
