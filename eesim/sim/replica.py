@@ -55,6 +55,8 @@ class Replica:
         self.sim, self.index, self.sched = sim, index, scheduler
         self.wake: simpy.Event | None = None
         self.step_s = 0.0  # the last decode step's length: sizes the next bulk
+        self._decode_s: dict[int, float] = {}  # decode step seconds by rows (admission guesses)
+        self._prefill_cache: dict[tuple, float] = {}
         self.process = sim.env.process(self.run())
 
     def submit(self, row: Row) -> None:
@@ -95,9 +97,10 @@ class Replica:
         """Plan and price up to BULK steps of `decoding` rows. Step 0 also prefills the prompt
         `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Requests
         arriving during the bulk may be planned in too (`_future`), each admitted at the first
-        step that starts after its arrival: guessed from the last step's length, then taken
-        from the priced steps and priced again (up to GUESSES pricings); a guess the final
-        pricing still contradicts ends the bulk before it. Returns the seconds of the steps
+        step that starts after its arrival: guessed by walking the steps with the decode
+        seconds seen per batch size (`_guess`), then walked again along the priced steps
+        (`_reguess`) and priced again (up to GUESSES pricings); a guess the final pricing still
+        contradicts ends the bulk before it. Returns the seconds of the steps
         kept and a function that applies them when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
@@ -128,8 +131,10 @@ class Replica:
             actual = np.searchsorted(p.starts, future_at, side="left")
             if not future or attempt == GUESSES - 1 or np.array_equal(actual, admit_at):
                 break
-            count = self._admissible(actual, [f.prompt for f in future], p.k_steps)
-            future, future_at, admit_at = future[:count], future_at[:count], actual[:count]
+            prompts = [f.prompt for f in future]
+            admit_at = self._reguess(p, future_at, prompts)
+            count = self._admissible(admit_at, prompts, p.k_steps)
+            future, future_at, admit_at = future[:count], future_at[:count], admit_at[:count]
             next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
         k_steps = p.k_steps
         for at, got in zip(admit_at, actual, strict=False):  # was each guess right?
@@ -150,6 +155,10 @@ class Replica:
                 self.sched.waiting.popleft()
         differs = ctl.differs()
         self.step_s = float(steps[-1])
+        prefilling = np.zeros(len(steps), bool)
+        prefilling[0] = bool(chunks)
+        prefilling[admit_at[admit_at < len(steps)]] = True
+        self._learn(steps, np.add.reduce(present[:len(steps)], axis=1, dtype=np.int64), prefilling)
         ends = sim.env.now + np.cumsum(steps)
         k = len(steps)
         context_end = np.array([r.prompt for r in rows]) + generated + np.cumsum(emitted[:k], axis=0)
@@ -342,12 +351,104 @@ class Replica:
                                                   for i in picked]):
             return none
         at = np.array([sim.arrival[i] for i in picked])
-        guess = np.maximum(np.ceil((at - sim.env.now) / self.step_s).astype(np.int64), 1)
         prompts = [int(sim.workload.prompt_len[i]) for i in picked]
+        guess = self._guess(rows, at, prompts, k_steps)
         count = self._admissible(guess, prompts, k_steps)
         rows_f = [Row(i, prompts[n], int(sim.workload.output_len[i]))
                   for n, i in enumerate(picked[:count])]
         return rows_f, at[:count], guess[:count]
+
+    def _guess(self, rows: list[Row], at: np.ndarray, prompts: list[int], k_steps: int) -> np.ndarray:
+        """The step each arrival is likely admitted at, before any pricing: decode seconds
+        learned per batch size (`_learn`) for the rows decoding in each step."""
+        remaining = np.sort([r.remaining for r in rows])
+        # rows decoding in step k >= 1: those with tokens left (a joining row decodes from 1)
+        present = len(rows) - np.searchsorted(remaining, np.arange(k_steps), side="right")
+        first = self._decode_guess(sum(not r.needs_prefill for r in rows)) \
+            + self._prefill_s([r.prompt for r in rows if r.needs_prefill])
+        return self._walk(at, prompts, k_steps, first,
+                          lambda k, joined: self._decode_guess(int(present[k]) + joined))
+
+    def _reguess(self, p: _Priced, at: np.ndarray, prompts: list[int]) -> np.ndarray:
+        """The admission steps again after a pricing `p` whose guesses were wrong: its steps
+        without the planned prefills, and a row's decode cost (the learned difference between
+        batch sizes) for each step an arrival now decodes in that it did not, or the reverse."""
+        planned = p.admit_at[: len(at)]
+        prefill = np.zeros(p.k_steps)
+        for step in np.unique(planned[planned < p.k_steps]):
+            prefill[step] = self._prefill_s([q for q, a in zip(prompts, planned, strict=True) if a == step])
+        base = p.steps - prefill
+        rows = np.add.reduce(p.present, axis=1, dtype=np.int64)
+        before = np.searchsorted(np.sort(planned), np.arange(p.k_steps), side="left")
+
+        def decode(k: int, joined: int) -> float:
+            moved = joined - int(before[k])  # arrivals decoding in step k now, less than before
+            n = int(rows[k])
+            return base[k] + moved * (self._decode_guess(n + 1) - self._decode_guess(n)) \
+                if moved else base[k]
+        return self._walk(at, prompts, p.k_steps, float(base[0]), decode)
+
+    def _walk(self, at: np.ndarray, prompts: list[int], k_steps: int, first: float,
+              decode) -> np.ndarray:
+        """Admission steps for arrivals at `at`: each is admitted at the first step from 1 that
+        starts at or after it; a step lasts `decode(k, arrivals decoding in it)` plus the
+        prefill of those admitted in it (`first`: step 0's length). k_steps: not in the bulk."""
+        clock = self.sim.env.now + first
+        guess = np.full(len(at), k_steps, np.int64)
+        j = 0
+        for k in range(1, k_steps):
+            start = j
+            while j < len(at) and at[j] <= clock:
+                j += 1
+            guess[start:j] = k
+            if j == len(at):
+                break
+            clock += decode(k, start) + self._prefill_s(prompts[start:j])
+        return guess
+
+    def _decode_guess(self, n: int) -> float:
+        """Seconds of a decode step of n rows: as last seen at n rows, else interpolated between
+        (or extended from) the batch sizes seen, else the last step's length."""
+        table = self._decode_s
+        if n in table:
+            return table[n]
+        if n <= 0:
+            return 0.0
+        if len(table) < 2:
+            return next(iter(table.values()), self.step_s)
+        sizes = sorted(table)
+        if sizes[0] < n < sizes[-1]:
+            return float(np.interp(n, sizes, [table[m] for m in sizes]))
+        a, b = (sizes[0], sizes[1]) if n < sizes[0] else (sizes[-2], sizes[-1])
+        slope = max(0.0, (table[b] - table[a]) / (b - a))
+        return max(0.0, table[b if n > b else a] + slope * (n - (b if n > b else a)))
+
+    def _prefill_s(self, prompts: list[int]) -> float:
+        """Seconds the prefill of these whole prompts adds to a step (Pricer.prefill's terms,
+        read from the profile without counting extrapolation)."""
+        if not prompts:
+            return 0.0
+        key = (len(prompts), max(prompts) if self.sim.cost.meta.batching == "padded"
+               else sum(prompts) / len(prompts))
+        if key not in self._prefill_cache:
+            terms, (n, q) = self.sim.cost.terms, key
+            seconds = self.sim.n_layers * float(terms["layer"](n, q, 0)[0][()])
+            for term in ("layer_call", "final_head"):
+                if term in terms:
+                    seconds += float(terms[term](n)[0][()])
+            self._prefill_cache[key] = seconds
+        return self._prefill_cache[key]
+
+    def _learn(self, steps: np.ndarray, present: np.ndarray, prefilling: np.ndarray) -> None:
+        """Remember the decode seconds per batch size of the steps without prefill."""
+        pure = ~prefilling
+        if not pure.any():
+            return
+        n = present[pure]
+        sums = np.bincount(n, weights=steps[pure])
+        counts = np.bincount(n)
+        for size in np.flatnonzero(counts):
+            self._decode_s[int(size)] = float(sums[size] / counts[size])
 
     def _admissible(self, admit_at: np.ndarray, prompts: list[int], k_steps: int) -> int:
         """How many of these arrivals (in arrival order) a bulk of k_steps can plan in when
