@@ -31,6 +31,7 @@ from eesim.plan.ops import (
     Layers,
     Regroup,
     executed,
+    first_step,
 )
 
 
@@ -73,7 +74,8 @@ class Executor:
             self.ops += ops
             if self.log is not None:
                 rows = 0 if isinstance(op, HostSync) else int(op.rows[0].sum())
-                span = op.end - op.start if isinstance(op, Layers | KVFill) else 0
+                span = first_step(op.end) - first_step(op.start) \
+                    if isinstance(op, Layers | KVFill) else 0
                 per = spent / op.count if isinstance(op, ExitCheck) else spent
                 self.log.append((type(op).__name__, rows, per, span))
 
@@ -97,20 +99,21 @@ class Executor:
                 q = int(query.max())
                 self.h[idx, :q] = m.embed(self.seq[idx, :q])
         elif isinstance(op, Layers):
-            if op.end == op.start:
+            start, end = first_step(op.start), first_step(op.end)
+            if end == start:
                 return
             if query.max() == 1:
                 self._offset[idx] = torch.from_numpy(offset)
                 off = self._offset[idx]
                 h = self.h[idx, off][:, None]
-                h = m.run_layers(h, op.start, op.end, cache=self.cache, rows=self.slots[idx],
+                h = m.run_layers(h, start, end, cache=self.cache, rows=self.slots[idx],
                                  pos=self.positions[idx] + off)
                 self.h[idx, off] = h[:, 0]
             else:
                 q = int(query.max())
-                self.h[idx, :q] = m.run_layers(self.h[idx, :q], op.start, op.end, cache=self.cache,
+                self.h[idx, :q] = m.run_layers(self.h[idx, :q], start, end, cache=self.cache,
                                                rows=self.slots[idx], pos=self.positions[idx])
-            self.layer_evals[idx.numpy()] += (op.end - op.start) * query
+            self.layer_evals[idx.numpy()] += (end - start) * query
         elif isinstance(op, ExitCheck):
             off = self._offset[idx]
             for _ in range(op.count):  # each check is paid; the last answer is the one used
@@ -130,8 +133,8 @@ class Executor:
                 self.head_top1[idx, :q] = m.exit_logits(self.h[idx, :q]).argmax(-1)
         elif isinstance(op, KVFill):
             off = self._offset[idx]
-            m.fill_kv(self.h[idx, off][:, None], op.start, op.end, self.cache, rows=self.slots[idx],
-                      pos=self.positions[idx] + off)
+            m.fill_kv(self.h[idx, off][:, None], first_step(op.start), first_step(op.end),
+                      self.cache, rows=self.slots[idx], pos=self.positions[idx] + off)
         elif isinstance(op, Compact):
             self.h.index_select(0, idx)  # the gather a dense batch of the remaining rows costs
         elif isinstance(op, Regroup):

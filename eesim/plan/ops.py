@@ -1,8 +1,9 @@
 """Step-plan operations: what one decoding step of a strategy does, with its shapes.
 
 A plan describes K steps at once (K = 1 in the engine, many in the simulator's bulk stepping):
-every row set is a (K, R) boolean mask over the batch's R rows, so the simulator prices K steps
-with one array operation and the engine reads the row indices of its single step.
+every row set is a (K, R) boolean mask over the batch's R rows, and a layer range may be one per
+step ((K,) arrays: monotone's depth falls step by step), so the simulator prices K steps with one
+array operation and the engine reads the rows and layers of its single step.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ class Layers:
     array when rows verify different numbers of drafts), starting `offset` tokens past the
     row's next position (a draft's index; an int or a (K, R) array). `calls`: how many calls
     an engine makes of it: one, or one per exit check inside it, since a live engine cannot
-    know at which check a row will leave (a planner that knows merges them); an int or (K,)."""
+    know at which check a row will leave (a planner that knows merges them); an int or (K,).
+    `start` and `end`: ints, or (K,) arrays (one range per step)."""
 
-    start: int
-    end: int
+    start: int | np.ndarray
+    end: int | np.ndarray
     rows: np.ndarray
     query: int | np.ndarray = 1
     offset: int | np.ndarray = 0
@@ -66,10 +68,11 @@ class Compact:
 
 @dataclass(frozen=True, slots=True)
 class KVFill:
-    """Write K/V of layers start..end-1 for rows from their exit state (CALM propagation)."""
+    """Write K/V of layers start..end-1 for rows from their exit state (CALM propagation);
+    `start` and `end`: ints, or (K,) arrays."""
 
-    start: int
-    end: int
+    start: int | np.ndarray
+    end: int | np.ndarray
     rows: np.ndarray
 
 
@@ -104,7 +107,14 @@ def per_step(op: Op) -> int | np.ndarray:
     """Operations executed for `op` in a step where it has rows (`executed`); not HostSync."""
     kind = type(op)
     if kind is Layers:
+        if np.ndim(op.end) or np.ndim(op.start):  # a range per step
+            return np.where(np.asarray(op.end) > op.start, op.calls, 0)
         return op.calls if op.end > op.start else 0
     if kind is ExitCheck:
         return op.count
     return 1
+
+
+def first_step(value) -> int:
+    """An operation's int-or-(K,) field in the first step (the engine runs K = 1)."""
+    return int(value) if np.ndim(value) == 0 else int(np.asarray(value).reshape(-1)[0])

@@ -76,8 +76,9 @@ class Controller(Protocol):
         (n_layers if none). A live controller cannot know and answers the first check layer;
         a trace controller knows."""
 
-    def emit(self, layer: int, rows: np.ndarray) -> None:
-        """Rows produce their token from the exit at `layer` (n_layers: the full model)."""
+    def emit(self, layer, rows: np.ndarray) -> None:
+        """Rows produce their token from the exit at `layer` (an int, or one per step (K,);
+        n_layers: the full model)."""
 
     def shadow(self, rows: np.ndarray) -> np.ndarray:
         """(K, R): rows among those exiting early that also run to full depth (the shadow
@@ -235,22 +236,22 @@ def regroup(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
 def monotone(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:
     """One exit depth per step for the whole batch, falling linearly with position from the full
     depth to `min_layer` over `horizon` tokens and never rising for a batch (SkipDecode). No
-    confidence checks and no host sync: the depth is known before the step."""
+    confidence checks and no host sync: the depth is known before the step (one layer range
+    per step)."""
     n = b.n_layers
     depth = ctl.scheduled_depth(b.rows, cfg.min_layer, cfg.horizon)  # (K,)
     yield Embed(b.rows)
-    for d in np.unique(depth[b.rows.any(axis=1)]):
-        rows = b.rows & (depth == d)[:, None]
-        yield Layers(0, int(d), rows)
-        yield FinalHead(rows)
-        ctl.emit(int(d), rows)
-        if d < n:
-            shadow = ctl.shadow(rows)
-            if cfg.kv == "propagate":
-                yield KVFill(int(d), n, rows & ~shadow)
-            if shadow.any():
-                yield Layers(int(d), n, shadow)
-                yield FinalHead(shadow)
+    yield Layers(0, depth, b.rows)
+    yield FinalHead(b.rows)
+    ctl.emit(depth, b.rows)
+    early = b.rows & (depth < n)[:, None]
+    if early.any():
+        shadow = ctl.shadow(early)
+        if cfg.kv == "propagate":
+            yield KVFill(depth, n, early & ~shadow)
+        if shadow.any():
+            yield Layers(depth, n, shadow)
+            yield FinalHead(shadow)
 
 
 def selfspec(cfg: StrategyConfig, b: Batch, ctl: Controller) -> Iterator[Op]:

@@ -70,8 +70,8 @@ class TraceController:
             bits &= sum(1 << (m - 1) for m in range(every, n_layers + 1, every))
         return (bits & -bits).bit_length() if bits else n_layers
 
-    def emit(self, layer: int, rows: np.ndarray) -> None:
-        self.exit_layer[rows] = layer
+    def emit(self, layer, rows: np.ndarray) -> None:
+        np.copyto(self.exit_layer, np.reshape(layer, (-1, 1)), where=rows)
 
     def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
         """Each step's expected depth is one less than the layer its row's previous token left
@@ -233,18 +233,23 @@ class Pricer:
         self._masks.append(op.rows)
         if self._op_index is not None:
             self._mask_ops.append((mask, per_step(op)))
-        if kind is Layers and self.deferred is not None and np.isscalar(op.query):
-            self._runs.append((op.start, op.end, op.rows, op.calls))
-        elif kind is Layers:
-            span = op.end - op.start
-            if not span:
+        if kind is Layers:
+            span = op.end - op.start  # an int, or one per step
+            if np.ndim(span):
+                calls = np.where(span > 0, op.calls, 0)
+            elif span:
+                calls = op.calls
+            else:
                 return
+        if kind is Layers and self.deferred is not None and np.isscalar(op.query):
+            self._runs.append((op.start, op.end, op.rows, calls))
+        elif kind is Layers:
             if "layer_call" in self.cost.row_index:
                 self._mask_terms.append((self.cost.row_index["layer_call"], mask,
-                                         np.asarray(op.calls, float)))
+                                         np.asarray(calls, float)))
             if np.isscalar(op.query):
                 self._mask_layers.append((mask, float(op.query), span))
-                self._mask_evals.append((mask, float(span * op.query)))
+                self._mask_evals.append((mask, span * op.query))
             else:
                 self._rows("layer", op.rows, op.query, span, with_context=True)
                 self._layer_evals += span * np.where(op.rows, op.query, 0)
@@ -287,19 +292,22 @@ class Pricer:
         skipped l since the row last ran it (they are caught up together)."""
         n_layers = self.deferred.shape[1]
         ran = np.zeros((n_layers, *self.context.shape), bool)
-        for start, end, rows, _ in self._runs:
-            ran[start:end] |= rows
+        layers = np.arange(n_layers)[:, None]
+        spans = [(layers >= start) & (layers < end) for start, end, _, _ in self._runs]  # (L, K)
+        for span, (_, _, rows, _) in zip(spans, self._runs, strict=True):
+            ran |= span[:, :, None] & rows
         owed = np.zeros_like(ran, dtype=np.int64)
         owed[:, 0] = self.deferred.T
         for k in range(1, self.k):  # tokens of earlier steps that skipped the layer
             owed[:, k] = np.where(ran[:, k - 1], 0, owed[:, k - 1] + self.present[k - 1])
         self._owed, self._ran = owed, ran
-        for start, end, rows, calls in self._runs:
+        for span, (start, end, rows, calls) in zip(spans, self._runs, strict=True):
             self._call(_count(rows), calls)
-            for layer in range(start, end):
+            for layer in range(int(np.min(start)), int(np.max(end))):
                 query = 1 + owed[layer]
-                self._rows("layer", rows, query, 1, with_context=True)
-                self._layer_evals += np.where(rows, query, 0)
+                within = rows & span[layer][:, None]
+                self._rows("layer", within, query, 1, with_context=True)
+                self._layer_evals += np.where(within, query, 0)
 
     def deferred_after(self, k: int) -> np.ndarray:
         """(R, L) tokens each row owes each layer after the first k steps."""
@@ -330,9 +338,15 @@ class Pricer:
             for j, (mask, query, span) in enumerate(self._mask_layers):
                 self._add("layer", counts[mask], query, ctx[j], span)
         for parts, out in ((self._mask_evals, self._layer_evals), (self._mask_checks, self._exit_checks)):
-            if parts:
-                weights = np.array([w for _, w in parts])
-                out += np.tensordot(weights, masks[[m for m, _ in parts]], axes=1)
+            if parts:  # each mask's weight: one, or one per step
+                if any(np.ndim(w) for _, w in parts):
+                    weights = np.empty((len(parts), self.k))
+                    for i, (_, w) in enumerate(parts):
+                        weights[i] = w
+                    out += np.einsum("nk,nkr->kr", weights, masks[[m for m, _ in parts]])
+                else:
+                    weights = np.array([w for _, w in parts], float)
+                    out += np.tensordot(weights, masks[[m for m, _ in parts]], axes=1)
         if self._mask_ops:
             present = counts[[m for m, _ in self._mask_ops]] > 0
             each = np.empty(present.shape)
