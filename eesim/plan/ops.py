@@ -107,7 +107,7 @@ def per_step(op: Op) -> int | np.ndarray:
     """Operations executed for `op` in a step where it has rows (`executed`); not HostSync."""
     kind = type(op)
     if kind is Layers:
-        if np.ndim(op.end) or np.ndim(op.start):  # a range per step
+        if isinstance(op.end, np.ndarray) or isinstance(op.start, np.ndarray):  # per step
             return np.where(np.asarray(op.end) > op.start, op.calls, 0)
         return op.calls if op.end > op.start else 0
     if kind is ExitCheck:

@@ -148,24 +148,26 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
     check_from = max(first_check, cfg.min_layer)
     running = active  # rows computing layers: the active ones and any shadowed exits
     shadowed = False
-    tail = np.zeros(active.shape[0], bool)  # steps left with shadowed rows only: one last call
+    tail = None  # steps left with shadowed rows only: one last call
     layer = start + 1
+    checking = active.any(axis=1)
+    any_active = bool(checking.any())
     while layer <= n_layers:
-        any_active = bool(active.any())
         if not any_active and not shadowed:
             break
         stop = ctl.next_exit(max(layer, check_from), active, n_layers, cfg.check_every) \
             if layer < n_layers and any_active else n_layers
         stop = max(min(stop, n_layers), layer)
         checks = check_layers(cfg, max(layer, check_from), stop, n_layers)
-        checking = active.any(axis=1)
-        calls = np.where(checking, segment_calls(cfg, 0, stop, n_layers, checks) if any_active else 1,
-                         np.where(tail, 0, 1))
-        tail = tail | (~checking & running.any(axis=1))
+        calls = segment_calls(cfg, 0, stop, n_layers, checks) if any_active else 1
+        if shadowed:  # a step with only shadowed rows left runs the rest in one call
+            tail = np.zeros(len(checking), bool) if tail is None else tail
+            calls = np.where(checking, calls, np.where(tail, 0, 1))
+            tail = tail | (~checking & running.any(axis=1))
         yield Layers(layer - 1, stop, running, calls=calls)
         if checks and any_active:
             yield ExitCheck(min(stop, n_layers - 1), active, checks)
-            yield HostSync(active.any(axis=1), checks)
+            yield HostSync(checking, checks)
         if stop < n_layers and any_active:
             leaving = ctl.passes(stop, active)
             left = leaving.any(axis=1)
@@ -182,8 +184,10 @@ def _layer_by_layer(cfg: StrategyConfig, n_layers: int, active: np.ndarray, firs
                     if cfg.kv == "propagate":
                         yield KVFill(stop, n_layers, leaving)
                     active = active & ~leaving
-                    running = running & ~leaving
+                    running = active if not shadowed else running & ~leaving
                 yield Compact(running & left[:, None])
+                checking = active.any(axis=1)
+                any_active = bool(checking.any())
         layer = stop + 1
     yield FinalHead(running)
     ctl.emit(n_layers, active)

@@ -255,13 +255,12 @@ class Replica:
             for op in plan(cfg, _Batch(present, sim.n_layers), ctl):
                 pricer.price(op)
         self._add_prefill(pricer, chunks)
-        prompts = np.array([f.prompt for f in planned])
-        for at in np.unique(admit_at[admit_at < k_steps]):  # requests admitted together
-            group = prompts[admit_at == at]
-            pricer.prefill(int(at), group, np.zeros(len(group)), np.ones(len(group), bool),
-                           sim.n_layers)
+        admitted = admit_at < k_steps
+        if admitted.any():  # requests admitted together in a step are prefilled together
+            pricer.admit(admit_at[admitted], np.array([f.prompt for f in planned])[admitted],
+                         sim.n_layers)
         steps = pricer.seconds
-        starts = sim.env.now + np.r_[0.0, np.cumsum(steps)[:-1]]
+        starts = sim.env.now + np.concatenate(([0.0], np.cumsum(steps[:-1])))
         return _Priced(rows, join, admit_at, planned, k_steps, drafted, accepted, emitted, present,
                        finish, generated, req, ctl, deferred, pricer, steps, starts)
 

@@ -71,7 +71,10 @@ class TraceController:
         return (bits & -bits).bit_length() if bits else n_layers
 
     def emit(self, layer, rows: np.ndarray) -> None:
-        np.copyto(self.exit_layer, np.reshape(layer, (-1, 1)), where=rows)
+        if isinstance(layer, np.ndarray):  # a layer per step
+            np.copyto(self.exit_layer, layer[:, None], where=rows)
+        else:
+            self.exit_layer[rows] = layer
 
     def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
         """Each step's expected depth is one less than the layer its row's previous token left
@@ -169,6 +172,8 @@ class Pricer:
         self._mask_checks: list[tuple[int, float]] = []
         self._mask_ops: list[tuple[int, int | np.ndarray]] = []
         self._finished = False
+        self._counted = False
+        self._stacked: np.ndarray | None = None
         # kv='defer': (R, L) tokens each row still owes each layer before this plan; every
         # layer a row runs then processes 1 + what it owes (the catch-up chunk).
         self.deferred = deferred
@@ -235,7 +240,7 @@ class Pricer:
             self._mask_ops.append((mask, per_step(op)))
         if kind is Layers:
             span = op.end - op.start  # an int, or one per step
-            if np.ndim(span):
+            if isinstance(span, np.ndarray):
                 calls = np.where(span > 0, op.calls, 0)
             elif span:
                 calls = op.calls
@@ -287,6 +292,20 @@ class Pricer:
         heads[step] = int(finishing.sum())
         self._row_parts.append((self.cost.row_index["final_head"], heads, 1.0))
 
+    def admit(self, steps: np.ndarray, prompts: np.ndarray, n_layers: int) -> None:
+        """Whole prompts of requests admitted in `steps` (one per prompt): each step's prompts
+        prefilled together, as `prefill` prices them, the final head included."""
+        n = np.bincount(steps, minlength=self.k)
+        if self.padded:
+            q = np.ones(self.k)
+            np.maximum.at(q, steps, prompts)
+        else:
+            q = np.where(n > 0, np.bincount(steps, weights=prompts, minlength=self.k)
+                         / np.maximum(n, 1), 1.0)
+        self._add("layer", n.astype(float), q, np.zeros(self.k), n_layers)
+        self._call(n)
+        self._row_parts.append((self.cost.row_index["final_head"], n, 1.0))
+
     def _price_catch_up(self) -> None:
         """Layers under kv='defer': each run of layer l by a row processes 1 + the tokens that
         skipped l since the row last ran it (they are caught up together)."""
@@ -315,8 +334,8 @@ class Pricer:
         return last.T
 
     def _finish(self) -> None:
-        """Count every kept mask at once and turn the operations on them into priced parts,
-        layer evaluations, exit checks and executed operations."""
+        """Count every kept mask at once and turn the operations on them into priced parts and
+        executed operations (`_count_work` counts layer evaluations and exit checks)."""
         if self._finished:
             return
         self._finished = True
@@ -337,9 +356,25 @@ class Pricer:
                 ctx = within.sum(axis=2) / np.maximum(counts[ids], 1)
             for j, (mask, query, span) in enumerate(self._mask_layers):
                 self._add("layer", counts[mask], query, ctx[j], span)
+        if self._mask_ops:
+            present = counts[[m for m, _ in self._mask_ops]] > 0
+            each = np.empty(present.shape)
+            for i, (_, n) in enumerate(self._mask_ops):
+                each[i] = n
+            self._ops += np.einsum("nk,nk->k", present, each)
+        self._stacked = masks
+
+    def _count_work(self) -> None:
+        """Layer evaluations and exit checks per row of the kept masks (only when asked for: a
+        pricing that is priced again needs its seconds alone)."""
+        self._finish()
+        if self._counted:
+            return
+        self._counted = True
+        masks = self._stacked
         for parts, out in ((self._mask_evals, self._layer_evals), (self._mask_checks, self._exit_checks)):
             if parts:  # each mask's weight: one, or one per step
-                if any(np.ndim(w) for _, w in parts):
+                if any(isinstance(w, np.ndarray) for _, w in parts):
                     weights = np.empty((len(parts), self.k))
                     for i, (_, w) in enumerate(parts):
                         weights[i] = w
@@ -347,23 +382,17 @@ class Pricer:
                 else:
                     weights = np.array([w for _, w in parts], float)
                     out += np.tensordot(weights, masks[[m for m, _ in parts]], axes=1)
-        if self._mask_ops:
-            present = counts[[m for m, _ in self._mask_ops]] > 0
-            each = np.empty(present.shape)
-            for i, (_, n) in enumerate(self._mask_ops):
-                each[i] = n
-            self._ops += np.einsum("nk,nk->k", present, each)
 
     @property
     def layer_evals(self) -> np.ndarray:
         """(K, R) layer evaluations per row (each layer x its query tokens)."""
-        self._finish()
+        self._count_work()
         return self._layer_evals
 
     @property
     def exit_checks(self) -> np.ndarray:
         """(K, R) exit checks per row."""
-        self._finish()
+        self._count_work()
         return self._exit_checks
 
     @property
