@@ -130,14 +130,20 @@ def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarra
     drafted = np.zeros((steps, rows), np.int64)
     accepted = np.zeros((steps, rows), np.int64)
     position = np.zeros((steps, rows), np.int64)
-    pos, left = start.copy(), remaining.copy()
+    offset = behaviour.offsets[trace_request]
+    length = behaviour.offsets[trace_request + 1] - offset    # token t reads t mod length
+    pos, left = start.astype(np.int64), remaining.astype(np.int64)
     for s in range(steps):
         position[s] = pos
-        d = np.maximum(np.minimum(k, left - 1), 0)
-        a = np.minimum(runs[behaviour.token_index(trace_request, pos)], d)
+        if not (left > 0).any():  # every row done: nothing drafted from here on
+            position[s:] = pos
+            break
+        d = np.maximum(np.minimum(left - 1, k), 0)
+        a = np.minimum(runs[offset + pos % length], d)
         drafted[s], accepted[s] = d, a
-        emitted = np.where(left > 0, a + 1, 0)
-        pos, left = pos + emitted, left - emitted
+        emitted = (a + 1) * (left > 0)
+        pos = pos + emitted
+        left = left - emitted
     return drafted, accepted, position
 
 
