@@ -48,11 +48,14 @@ class TraceController:
         self.positions = positions            # (K, R) output positions (monotone schedule)
         self.accepted = np.zeros(tokens.shape, dtype=np.int64)
         self.drafted = np.zeros(tokens.shape, dtype=np.int64)
+        self._passing: dict[int, np.ndarray] = {}
 
     def passes(self, layer: int, rows: np.ndarray) -> np.ndarray:
         if not self.exits_enabled:
             return np.zeros_like(rows)
-        return rows & bit(self.pass_bits, layer)
+        if layer not in self._passing:  # regroup's groups ask again at the same layers
+            self._passing[layer] = bit(self.pass_bits, layer)
+        return rows & self._passing[layer]
 
     def shadow(self, rows: np.ndarray) -> np.ndarray:
         if not self.any_shadow:
@@ -187,6 +190,7 @@ class Pricer:
         self._runs: list[tuple[int, int, np.ndarray, int | np.ndarray]] = []
         # per-operation engine overhead (profile term `plan_op`): operations executed per step
         self._op_index = cost.row_index.get("plan_op")
+        self._call_index = cost.row_index.get("layer_call")
         self._ops = np.zeros(self.k)
         self._pass_rows: np.ndarray | None = None
 
@@ -252,13 +256,15 @@ class Pricer:
                 calls = op.calls
             else:
                 return
-        if kind is Layers and self.deferred is not None and np.isscalar(op.query):
+        one_query = not isinstance(op.query, np.ndarray) if kind is Layers else True
+        if kind is Layers and self.deferred is not None and one_query:
             self._runs.append((op.start, op.end, op.rows, calls))
         elif kind is Layers:
-            if "layer_call" in self.cost.row_index:
-                self._mask_terms.append((self.cost.row_index["layer_call"], mask,
-                                         np.asarray(calls, float)))
-            if np.isscalar(op.query):
+            if self._call_index is not None:
+                self._mask_terms.append((self._call_index, mask,
+                                         calls.astype(float) if isinstance(calls, np.ndarray)
+                                         else float(calls)))
+            if one_query:
                 self._mask_layers.append((mask, float(op.query), span))
                 self._mask_evals.append((mask, span * op.query))
             else:
