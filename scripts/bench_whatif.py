@@ -1,8 +1,8 @@
 """Benchmark the dashboard's what-if: one 1,000-request question answered (eesim.whatif.answer),
 per strategy, on the committed measured CPU profile and the analytic H100 profile, at 20
 requests/s (past the CPU profile's capacity: a queue builds) and at the page's default load of
-5 requests/s; and the what-if page's rerun after a widget change (Streamlit AppTest, base answer
-cached).
+5 requests/s (best of 3 answers each); and the what-if page's rerun after a widget change
+(Streamlit AppTest, base answer cached).
 
     python scripts/bench_whatif.py
 
@@ -41,9 +41,12 @@ def main() -> None:
                 q = WhatIf(strategy=name, requests=1000, rate=rate,
                            draft_layer=4 if "ref" in label else 8)
                 answer(cost, trace, q)  # warm
-                start = time.perf_counter()
-                answer(cost, trace, q.model_copy(update={"threshold": 0.85}))
-                cells.append(f"{time.perf_counter() - start:.2f} s")
+                times = []
+                for _ in range(3):  # best of 3: this kind of VM has slow spells of seconds
+                    start = time.perf_counter()
+                    answer(cost, trace, q.model_copy(update={"threshold": 0.85}))
+                    times.append(time.perf_counter() - start)
+                cells.append(f"{min(times):.2f} s")
             print(f"| {label} | {rate:g} req/s | " + " | ".join(cells) + " |")
     from streamlit.testing.v1 import AppTest
 
