@@ -45,8 +45,9 @@ def committed_traces() -> list[Path]:
     return sorted((ROOT / "traces").glob("*.parquet"))
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def load_trace(path: str) -> ExitTrace:
+    """One shared trace per file (read-only here): no copy of its tokens on every rerun."""
     return read_trace(path)
 
 
