@@ -228,6 +228,36 @@ def test_chunked_prefill_keeps_long_prompts_from_stalling_decodes(cost, trace):
     assert chunked["output_tokens"] == whole["output_tokens"]
 
 
+@pytest.mark.parametrize("defer", [False, True])
+def test_a_layer_range_per_step_prices_as_one_operation_per_step(cost, defer):
+    """Layers and KV fills whose range differs per step ((K,) arrays, monotone's depth) cost
+    what the same operations cost given step by step with an int range each (deferred KV's
+    catch-up across steps included)."""
+    from eesim.plan.ops import KVFill, Layers
+    from eesim.sim.step import Pricer
+
+    rng = np.random.default_rng(3)
+    rows = rng.random((4, 5)) < 0.7
+    context = rng.integers(5, 300, (4, 5))
+    depth = np.array([8, 3, 1, 5])
+
+    def priced(ops):
+        pricer = Pricer(cost, context, rows, np.zeros((5, 8), np.int64) if defer else None)
+        for op in ops:
+            pricer.price(op)
+        return pricer.seconds, pricer.layer_evals
+
+    early = rows & (depth < 8)[:, None]
+    together = priced([Layers(0, depth, rows), KVFill(depth, 8, early)])
+    steps = np.eye(4, dtype=bool)[:, :, None]  # step k alone
+    apart = priced([op for k in range(4) for op in (Layers(0, int(depth[k]), rows & steps[k]),
+                                                     KVFill(int(depth[k]), 8, early & steps[k]))])
+    np.testing.assert_allclose(together[0], apart[0], rtol=1e-12)
+    assert together[1].tolist() == apart[1].tolist()
+    if not defer:
+        assert together[1].sum(axis=1).tolist() == (rows.sum(axis=1) * depth).tolist()
+
+
 def test_deferred_kv_is_caught_up_by_the_next_token_that_reaches_the_layer(cost):
     """One row, three steps, four layers: the first token exits after layer 2, so the second
     token runs layers 3 and 4 for two positions (itself and the catch-up)."""
