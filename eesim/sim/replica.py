@@ -423,19 +423,19 @@ class Replica:
         return max(0.0, table[b if n > b else a] + slope * (n - (b if n > b else a)))
 
     def _prefill_s(self, prompts: list[int]) -> float:
-        """Seconds the prefill of these whole prompts adds to a step (Pricer.prefill's terms,
-        read from the profile without counting extrapolation)."""
+        """Seconds the prefill of these whole prompts adds to a step, as the pricer prices it
+        (`Pricer.admit`); a guess is no priced point, so no extrapolation is counted for it."""
         if not prompts:
             return 0.0
-        key = (len(prompts), max(prompts) if self.sim.cost.meta.batching == "padded"
-               else sum(prompts) / len(prompts))
+        key = tuple(sorted(prompts))
         if key not in self._prefill_cache:
-            terms, (n, q) = self.sim.cost.terms, key
-            seconds = self.sim.n_layers * float(terms["layer"](n, q, 0)[0][()])
-            for term in ("layer_call", "final_head"):
-                if term in terms:
-                    seconds += float(terms[term](n)[0][()])
-            self._prefill_cache[key] = seconds
+            cost = self.sim.cost
+            counted = cost.extrapolations.copy()
+            pricer = Pricer(cost, np.zeros((1, 1)))
+            pricer.admit(np.zeros(len(key), np.int64), np.array(key), self.sim.n_layers)
+            self._prefill_cache[key] = float(pricer.seconds[0])
+            cost.extrapolations.clear()
+            cost.extrapolations.update(counted)
         return self._prefill_cache[key]
 
     def _learn(self, steps: np.ndarray, present: np.ndarray, prefilling: np.ndarray) -> None:

@@ -295,14 +295,12 @@ class Pricer:
         """Prompt chunks in `step`: `chunks` tokens per prefilling row after `context` cached
         ones, through every layer; `finishing` rows (prompt complete) also run the final head.
         Prompt work is not counted as layer evaluations per output token."""
-        n, q, ctx = np.zeros(self.k), np.ones(self.k), np.zeros(self.k)
+        n, heads = np.zeros(self.k, np.int64), np.zeros(self.k, np.int64)
+        q, ctx = np.ones(self.k), np.zeros(self.k)
         pad = np.max if self.padded else np.mean
         n[step], q[step], ctx[step] = len(chunks), pad(chunks), pad(context)
-        self._add("layer", n, q, ctx, n_layers)
-        self._call(n.astype(np.int64))
-        heads = np.zeros(self.k, np.int64)
         heads[step] = int(finishing.sum())
-        self._row_parts.append((self.cost.row_index["final_head"], heads, 1.0))
+        self._prefill_parts(n, q, ctx, heads, n_layers)
 
     def admit(self, steps: np.ndarray, prompts: np.ndarray, n_layers: int) -> None:
         """Whole prompts of requests admitted in `steps` (one per prompt): each step's prompts
@@ -314,9 +312,15 @@ class Pricer:
         else:
             q = np.where(n > 0, np.bincount(steps, weights=prompts, minlength=self.k)
                          / np.maximum(n, 1), 1.0)
-        self._add("layer", n.astype(float), q, np.zeros(self.k), n_layers)
+        self._prefill_parts(n, q, np.zeros(self.k), n, n_layers)
+
+    def _prefill_parts(self, n: np.ndarray, query: np.ndarray, context: np.ndarray,
+                       heads: np.ndarray, n_layers: int) -> None:
+        """Per step: n prompt chunks of `query` tokens after `context` through every layer (one
+        call), and `heads` final heads."""
+        self._add("layer", n, query, context, n_layers)
         self._call(n)
-        self._row_parts.append((self.cost.row_index["final_head"], n, 1.0))
+        self._row_parts.append((self.cost.row_index["final_head"], heads, 1.0))
 
     def _price_catch_up(self) -> None:
         """Layers under kv='defer': each run of layer l by a row processes 1 + the tokens that
