@@ -380,7 +380,8 @@ def test_planning_queued_requests_into_a_bulk_changes_nothing(cost, trace, polic
        every=st.integers(1, 3), enabled=st.booleans(), seed=st.integers(0, 2**16))
 def test_expected_depth_follows_each_rows_previous_exit(n, k, r, min_layer, every, enabled, seed):
     """Regroup's predictor, walked one row and one token at a time: a present token is expected
-    at the depth its row's previous token left at minus one (at least min_layer), and the next
+    at the depth its row's previous token left at minus one (at least min_layer, at most the
+    last layer), and the next
     token's expectation follows from where this one exits (its first passing check at or past
     that depth, else the last layer); an absent step keeps the row's expectation."""
     from eesim.sim.behaviour import Behaviour
@@ -397,10 +398,10 @@ def test_expected_depth_follows_each_rows_previous_exit(n, k, r, min_layer, ever
     got = TraceController(b, tokens, last, None, enabled).expected_depth(rows, min_layer, every)
     checks = [m for m in range(1, n) if m % every == 0]
     for col in range(r):
-        current = max(min_layer, int(last[col]))
+        current = min(n, max(min_layer, int(last[col])))
         for step in range(k):
             assert got[step, col] == current
             if rows[step, col]:
                 word = int(bits[tokens[step, col]])
                 exits = [m for m in checks if m >= current and enabled and word >> (m - 1) & 1]
-                current = max(min_layer, (exits[0] if exits else n) - 1)
+                current = min(n, max(min_layer, (exits[0] if exits else n) - 1))

@@ -29,6 +29,7 @@ class Behaviour:
     agree_bits: np.ndarray    # (N,) uint64: the exit at layer l equals the full-depth token
     mapped_from: int | None   # the trace's depth when exits were mapped by relative depth
     _runs: dict = field(default_factory=dict, repr=False)
+    _next_depths: dict = field(default_factory=dict, repr=False)
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -61,6 +62,28 @@ class Behaviour:
                     runs[start:end] += alive
             self._runs[key] = runs
         return self._runs[key]
+
+    def next_depths(self, min_layer: int, every: int, enabled: bool = True) -> np.ndarray:
+        """Regroup's predictor as a flat table over tokens and depths (tabled once): entry
+        t * n + d - 1 is the depth expected of the token after token t when t starts checking at
+        depth d, max(min_layer, e - 1) at most n, e its first passing check at a layer >= d
+        (checks: layers < n divisible by `every`; none when not `enabled`), else the last
+        layer. The extra row t = N keeps d (an absent step)."""
+        key = (min_layer, every, enabled)
+        if key not in self._next_depths:
+            n = self.n_layers
+            bits = self.pass_bits if enabled else np.zeros_like(self.pass_bits)
+            table = np.empty((len(bits) + 1, n), np.int16)
+            table[-1] = np.arange(1, n + 1)
+            exit_at = np.full(len(bits), n, np.int16)  # first passing check >= d, from the top
+            table[:-1, n - 1] = n
+            for d in range(n - 1, 0, -1):
+                if d % every == 0:
+                    exit_at = np.where(bit(bits, d), np.int16(d), exit_at)
+                table[:-1, d - 1] = exit_at
+            table[:-1] = np.clip(table[:-1] - 1, min_layer, n)
+            self._next_depths[key] = table.reshape(-1)
+        return self._next_depths[key]
 
     def token_index(self, trace_request: np.ndarray, position: np.ndarray) -> np.ndarray:
         """Global token index of position(s) of trace request(s), wrapping around."""

@@ -81,27 +81,19 @@ class TraceController:
 
     def expected_depth(self, rows: np.ndarray, min_layer: int = 1, every: int = 1) -> np.ndarray:
         """Each step's expected depth is one less than the layer its row's previous token left
-        at (regroup's predictor), followed step by step through the bulk: from a depth d, a
-        present token's next depth is max(min_layer, e - 1), e its first passing check at a
-        layer >= d (the last layer if none). Those next depths are tabled for every d at once;
-        the walk through the steps is then one lookup per step."""
+        at (regroup's predictor, at least min_layer and at most the last layer), followed step
+        by step through the bulk: from a depth d, a present token's next depth is
+        max(min_layer, e - 1), e its first passing check at a layer >= d (the last layer if
+        none). The behaviour tables those next depths per token and depth; the walk through the
+        steps is one lookup per step."""
         n = self.b.n_layers
-        checks = sum(1 << (m - 1) for m in range(every, n, every)) if every > 1 else (1 << (n - 1)) - 1
-        current = np.maximum(min_layer, np.asarray(self.last_depth, np.int64))
-        depths = max(n, int(current.max(initial=min_layer)))  # states 1..depths (index d - 1)
-        d = np.arange(1, depths + 1)
-        from_d = np.where(d <= n, ~((np.uint64(1) << np.minimum(d - 1, 63).astype(np.uint64))
-                                    - np.uint64(1)), np.uint64(0))
-        open_bits = self.pass_bits[:, :, None] & (from_d & np.uint64(checks if self.exits_enabled else 0))
-        lowest = open_bits & (~open_bits + np.uint64(1))
-        exit_layer = np.where(open_bits > 0, np.log2(np.maximum(lowest, 1).astype(float)) + 1, n)
-        nxt = np.maximum(min_layer, exit_layer.astype(np.int64) - 1)         # (K, R, depths)
-        nxt = np.where(rows[:, :, None], nxt, d)  # an absent row keeps its depth
+        table = self.b.next_depths(min_layer, every, self.exits_enabled)
+        at = np.where(rows, self.tokens, len(self.b.pass_bits)) * n - 1  # + d: entry (t, d)
+        current = np.clip(np.asarray(self.last_depth, np.int64), min_layer, n)
         expected = np.empty(rows.shape, np.int64)
-        cols = np.arange(rows.shape[1])
         for k in range(rows.shape[0]):
             expected[k] = current
-            current = nxt[k, cols, current - 1]
+            current = table[at[k] + current]
         return expected
 
     def scheduled_depth(self, rows: np.ndarray, min_layer: int, horizon: int) -> np.ndarray:
