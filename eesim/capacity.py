@@ -36,7 +36,7 @@ def load_sweep(cost: CostModel, trace: ExitTrace, base: WhatIf, strategies: list
     for name in strategies:
         for rate in rates:
             q = base.model_copy(update={"strategy": name, "rate": float(rate)})
-            rows.append(_row(q, answer(cost, trace, q, policy).summary))
+            rows.append(_row(q, answer(cost, trace, q, policy, depths=False).summary))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
@@ -86,7 +86,8 @@ def replicas_needed(cost: CostModel, trace: ExitTrace, base: WhatIf, limits: Lim
 
     def probe(n: int) -> list[str]:
         if n not in cache:
-            cache[n] = answer(cost, trace, base.model_copy(update={"replicas": n}), policy).summary
+            cache[n] = answer(cost, trace, base.model_copy(update={"replicas": n}), policy,
+                              depths=False).summary
             sizing.probes.append((n, limits.misses(cache[n])))
         return limits.misses(cache[n])
 

@@ -25,8 +25,9 @@ rates = [float(r) for r in pd.Series(range(points)).map(lambda i: low + (high - 
 
 
 @st.cache_data(show_spinner="sweeping…")
-def sweep(profile: str, trace: str, base, strategies: tuple, rates: tuple) -> pd.DataFrame:
-    return load_sweep(ui.load_cost(profile), ui.load_trace(trace), base, list(strategies), list(rates))
+def sweep(profile: str, trace: str, base, strategy: str, rates: tuple) -> pd.DataFrame:
+    """One strategy's sweep (cached apart: adding or removing a strategy reruns no other)."""
+    return load_sweep(ui.load_cost(profile), ui.load_trace(trace), base, [strategy], list(rates))
 
 
 st.subheader("Load sweep")
@@ -36,31 +37,30 @@ tpot = t2.number_input("TPOT p99 limit (ms)", 0.1, 10_000.0, 60.0)
 ttft = t3.number_input("TTFT p99 limit (ms)", 1.0, 600_000.0, 2000.0)
 budget = t4.number_input("Quality budget", 0.0, 1.0, 0.02, step=0.005, format="%.3f")
 if strategies:
-    table = ui.friendly(sweep, profile, trace_path, base, tuple(strategies), tuple(rates))
+    table = pd.concat([ui.friendly(sweep, profile, trace_path, base, name, tuple(rates))
+                       for name in strategies], ignore_index=True)
     st.plotly_chart(figures.load_sweep(table, tpot / 1e3), key="sweep")
     with st.expander("Sweep table"):
         st.dataframe(table)
 
 
 @st.cache_data(show_spinner="searching replicas…")
-def sizing(profile: str, trace: str, base, strategies: tuple, qps: float, limits: tuple) -> pd.DataFrame:
-    cost, t = ui.load_cost(profile), ui.load_trace(trace)
-    rows = []
-    for name in strategies:
-        s = replicas_needed(cost, t, base.model_copy(update={"strategy": name, "rate": qps}),
-                            Limits(*limits), max_replicas=64)
-        rows.append({"strategy": name, "replicas": s.replicas,
-                     "TPOT p99 ms": s.summary["tpot_s"]["p99"] * 1e3 if s.summary else None,
-                     "TTFT p99 ms": s.summary["ttft_s"]["p99"] * 1e3 if s.summary else None,
-                     "quality delta": s.summary["quality_delta"] if s.summary else None,
-                     "probes": len(s.probes), "why not": s.reason})
-    return pd.DataFrame(rows)
+def sizing(profile: str, trace: str, base, strategy: str, qps: float, limits: tuple) -> dict:
+    """One strategy's replica search (cached apart, like its sweep)."""
+    s = replicas_needed(ui.load_cost(profile), ui.load_trace(trace),
+                        base.model_copy(update={"strategy": strategy, "rate": qps}),
+                        Limits(*limits), max_replicas=64)
+    return {"strategy": strategy, "replicas": s.replicas,
+            "TPOT p99 ms": s.summary["tpot_s"]["p99"] * 1e3 if s.summary else None,
+            "TTFT p99 ms": s.summary["ttft_s"]["p99"] * 1e3 if s.summary else None,
+            "quality delta": s.summary["quality_delta"] if s.summary else None,
+            "probes": len(s.probes), "why not": s.reason}
 
 
 st.subheader("Replicas for the target load")
 if strategies:
-    table = ui.friendly(sizing, profile, trace_path, base, tuple(strategies), float(qps),
-                        (tpot / 1e3, ttft / 1e3, budget))
+    table = pd.DataFrame([ui.friendly(sizing, profile, trace_path, base, name, float(qps),
+                                      (tpot / 1e3, ttft / 1e3, budget)) for name in strategies])
     st.plotly_chart(figures.replicas(table), key="replicas")
     st.dataframe(table)
     ok = table.dropna(subset=["replicas"])

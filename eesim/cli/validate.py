@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,19 +19,23 @@ def validate(
     out: Path = typer.Option(None, help="Folder for validation.parquet and validation.json "
                                         "(default: profiles/<device>/)."),
     seed: int = typer.Option(0, help="Seed for workloads and request binding (both sides)."),
+    repeats: int = typer.Option(None, min=1, help="Measured runs per scenario (default: the grid's, "
+                                                  "2; one run has no repeat noise to report)."),
     max_median_error: float = typer.Option(None, min=0.0, help="Exit with status 1 when any metric's "
                                                                "median relative error exceeds this."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Profile this device, then run every scenario of a grid both ways, simulated (priced by
     that profile) and measured on the reference model with the same requests and exits, each
-    twice (calibrated before each run); write the predicted-vs-measured table, its error summary
+    twice unless --repeats says otherwise (calibrated before each run); write the predicted-vs-measured table, its error summary
     and the measurements' repeat noise (the floor no model's error can go below)."""
     from eesim.validate import default_folder, exceeding, grid_named, write_validation
     from eesim.validate import validate as run_validation
 
     try:
         chosen = grid_named(grid)
+        if repeats is not None:
+            chosen = dataclasses.replace(chosen, repeats=repeats)
         with progress() as bar:
             prof = bar.add_task("profiling ref", total=None, info="")
             runs = bar.add_task(f"validating ({grid} grid)", total=len(chosen.scenarios), info="")
