@@ -222,12 +222,15 @@ class CostModel:
             small = ~big
             out[small] = self.price_row_terms(term_index[small], n[small])
             return out
-        safe = np.maximum(n, 1)
-        flags = self.row_flags[term_index, safe] & (n > 0)
+        live = np.flatnonzero(n)  # rows of 0 cost nothing: look up the others only
+        term_index, rows = term_index[live], n[live]
+        flags = self.row_flags[term_index, rows]
         if flags.any():
             for t, c in zip(*np.unique(term_index[flags], return_counts=True), strict=True):
                 self.extrapolations[self.row_terms[t]] += int(c)
-        return np.where(n > 0, self.row_values[term_index, safe], 0.0)
+        out = np.zeros(len(n))
+        out[live] = self.row_values[term_index, rows]
+        return out
 
     @property
     def extrapolated(self) -> bool:

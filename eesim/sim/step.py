@@ -161,6 +161,7 @@ class Pricer:
         self._exit_checks = np.zeros(context.shape)
         self._pending: dict[str, list[tuple]] = {}
         self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
+        self._row_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # kept masks' terms
         self._host_sync = np.zeros(self.k)  # syncs per step
         self._seconds: np.ndarray | None = None
         # kept row masks, and what each is priced for: rows-only terms (index, mask, times),
@@ -189,7 +190,7 @@ class Pricer:
     def _add(self, term: str, n, query=1.0, context=0.0, times=1.0) -> None:
         if term == "layer" and not (np.isscalar(query) and query == 1):
             term = "layer/chunks"  # priced apart: one-token layers read the decode table
-        self._pending.setdefault(term, []).append((n, query, context, times))
+        self._pending.setdefault(term, []).append((1, n, query, context, times))
 
     def _rows(self, term: str, rows: np.ndarray, query=1, times=1.0, with_context=False) -> None:
         n = _count(rows)
@@ -351,25 +352,36 @@ class Pricer:
             self._price_catch_up()
         if not self._masks:
             return
-        masks = np.stack(self._masks)                                   # (N, K, R)
-        counts = np.add.reduce(masks, axis=2, dtype=np.int64)           # (N, K)
-        for index, mask, times in self._mask_terms:
-            self._row_parts.append((index, counts[mask], times))
+        masks = np.concatenate(self._masks).reshape(len(self._masks), *self._masks[0].shape)
+        counts = _counts(masks)                                         # (N, K)
+        k = self.k
+        if self._mask_terms:  # one block of parts, in the order they came
+            index, ids, times = zip(*self._mask_terms, strict=True)
+            self._row_blocks.append((np.repeat(np.array(index), k), counts[list(ids)].ravel(),
+                                     _per_step(times, k)))
         if self._mask_layers:
-            ids = [m for m, _, _ in self._mask_layers]
+            ids, query, span = (list(c) for c in zip(*self._mask_layers, strict=True))
+            n = counts[ids]
             within = np.where(masks[ids], self.context, 0.0)
             if self.padded:  # the batch runs padded to its longest context
                 ctx = within.max(axis=2, initial=0.0)
             else:  # ragged: each row's own context, priced at the mean
-                ctx = within.sum(axis=2) / np.maximum(counts[ids], 1)
-            for j, (mask, query, span) in enumerate(self._mask_layers):
-                self._add("layer", counts[mask], query, ctx[j], span)
+                ctx = within.sum(axis=2) / np.maximum(n, 1)
+            if all(q == 1 for q in query):  # one-token layers only: one block
+                self._pending.setdefault("layer", []).append(
+                    (len(ids), n.ravel(), 1.0, ctx.ravel(), _per_step(span, k)))
+            else:  # each term's parts in their order
+                query = np.array(query)
+                one = query == 1
+                for term in dict.fromkeys("layer" if q == 1 else "layer/chunks" for q in query):
+                    pick = one if term == "layer" else ~one
+                    self._pending.setdefault(term, []).append((
+                        int(pick.sum()), n[pick].ravel(), np.repeat(query[pick], k),
+                        ctx[pick].ravel(), _per_step([s for s, p in zip(span, pick) if p], k)))
         if self._mask_ops:
-            present = counts[[m for m, _ in self._mask_ops]] > 0
-            each = np.empty(present.shape)
-            for i, (_, n) in enumerate(self._mask_ops):
-                each[i] = n
-            self._ops += np.einsum("nk,nk->k", present, each)
+            ids, each = zip(*self._mask_ops, strict=True)
+            present = counts[list(ids)] > 0
+            self._ops += np.einsum("nk,nk->k", present, _per_step(each, k).reshape(-1, k))
         self._stacked = masks
 
     def _count_work(self) -> None:
@@ -411,25 +423,46 @@ class Pricer:
         self._finish()
         k = self.k
         total = self._host_sync * self.cost.host_sync_s
+        loose = self._row_parts  # parts priced before the kept masks' block, then after it
+        index = [np.repeat(np.array([p[0] for p in loose], np.int64), k)] if loose else []
+        n = [p[1] for p in loose]
+        times = [_per_step([p[2] for p in loose], k)] if loose else []
+        for block in self._row_blocks:
+            index.append(block[0]), n.append(block[1]), times.append(block[2])
         if self._op_index is not None and self._pass_rows is not None:
-            self._row_parts.append((self._op_index, self._pass_rows, self._ops))
-        if self._row_parts:
-            index = np.repeat(np.array([p[0] for p in self._row_parts]), k)
-            n = np.concatenate([p[1] for p in self._row_parts])
-            times = np.empty(len(self._row_parts) * k)
-            for i, part in enumerate(self._row_parts):
-                times[i * k:(i + 1) * k] = part[2]
+            index.append(np.full(k, self._op_index)), n.append(self._pass_rows), times.append(self._ops)
+        if n:
+            index, n, times = np.concatenate(index), np.concatenate(n), np.concatenate(times)
             values = times * self.cost.price_row_terms(index, n)
-            total += values.reshape(len(self._row_parts), k).sum(axis=0)
+            total += values.reshape(-1, k).sum(axis=0)
         for term, parts in self._pending.items():
-            n, q, ctx, times = (np.empty(len(parts) * k) for _ in range(4))
-            for i, (pn, pq, pc, pt) in enumerate(parts):
-                sl = slice(i * k, (i + 1) * k)
+            size = sum(m for m, *_ in parts) * k
+            n, q, ctx, times = (np.empty(size) for _ in range(4))
+            at = 0
+            for m, pn, pq, pc, pt in parts:
+                sl = slice(at, at + m * k)
                 n[sl], q[sl], ctx[sl], times[sl] = pn, pq, pc, pt
+                at += m * k
             values = times * self.cost.price_layers(n.astype(np.int64), q, ctx, term == "layer")
-            total += values.reshape(len(parts), self.k).sum(axis=0)
+            total += values.reshape(-1, k).sum(axis=0)
         self._seconds = total
         return total
+
+
+def _per_step(values, k: int) -> np.ndarray:
+    """(M * K,) of M values that are each a number or one per step (K,), step-major per value."""
+    if not any(isinstance(v, np.ndarray) for v in values):
+        return np.repeat(np.array(values, float), k)
+    out = np.empty((len(values), k))
+    for i, v in enumerate(values):
+        out[i] = v
+    return out.ravel()
+
+
+def _counts(masks: np.ndarray) -> np.ndarray:
+    """(N, K) rows per step of N stacked (K, R) masks, as one float32 product with ones (exact
+    below 2**24 rows; a reduction along the short row axis costs 2-3 times more)."""
+    return (masks.astype(np.float32) @ np.ones(masks.shape[-1], np.float32)).astype(np.int64)
 
 
 def _count(rows: np.ndarray) -> np.ndarray:
