@@ -27,8 +27,9 @@ def validate(
 ) -> None:
     """Profile this device, then run every scenario of a grid both ways, simulated (priced by
     that profile) and measured on the reference model with the same requests and exits, each
-    twice unless --repeats says otherwise (calibrated before each run); write the predicted-vs-measured table, its error summary
-    and the measurements' repeat noise (the floor no model's error can go below)."""
+    twice unless --repeats says otherwise (calibrated before each run); write the
+    predicted-vs-measured table, its error summary and the measurements' repeat noise (the
+    floor no model's error can go below)."""
     from eesim.validate import default_folder, exceeding, grid_named, write_validation
     from eesim.validate import validate as run_validation
 

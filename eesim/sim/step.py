@@ -377,7 +377,7 @@ class Pricer:
                     pick = one if term == "layer" else ~one
                     self._pending.setdefault(term, []).append((
                         int(pick.sum()), n[pick].ravel(), np.repeat(query[pick], k),
-                        ctx[pick].ravel(), _per_step([s for s, p in zip(span, pick) if p], k)))
+                        ctx[pick].ravel(), _per_step([s for s, p in zip(span, pick, strict=True) if p], k)))
         if self._mask_ops:
             ids, each = zip(*self._mask_ops, strict=True)
             present = counts[list(ids)] > 0
@@ -427,10 +427,13 @@ class Pricer:
         index = [np.repeat(np.array([p[0] for p in loose], np.int64), k)] if loose else []
         n = [p[1] for p in loose]
         times = [_per_step([p[2] for p in loose], k)] if loose else []
-        for block in self._row_blocks:
-            index.append(block[0]), n.append(block[1]), times.append(block[2])
+        blocks = list(self._row_blocks)
         if self._op_index is not None and self._pass_rows is not None:
-            index.append(np.full(k, self._op_index)), n.append(self._pass_rows), times.append(self._ops)
+            blocks.append((np.full(k, self._op_index), self._pass_rows, self._ops))
+        for block_index, block_n, block_times in blocks:
+            index.append(block_index)
+            n.append(block_n)
+            times.append(block_times)
         if n:
             index, n, times = np.concatenate(index), np.concatenate(n), np.concatenate(times)
             values = times * self.cost.price_row_terms(index, n)
