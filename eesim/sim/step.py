@@ -159,7 +159,7 @@ class Pricer:
         self.k = context.shape[0]
         self._layer_evals = np.zeros(context.shape)
         self._exit_checks = np.zeros(context.shape)
-        self._pending: dict[str, list[tuple]] = {}
+        self._pending: dict[str, list[tuple]] = {}  # per layer term: (parts m, n, q, ctx, times)
         self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
         self._row_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # kept masks' terms
         self._host_sync = np.zeros(self.k)  # syncs per step
@@ -423,7 +423,7 @@ class Pricer:
         self._finish()
         k = self.k
         total = self._host_sync * self.cost.host_sync_s
-        loose = self._row_parts  # parts priced before the kept masks' block, then after it
+        loose = self._row_parts  # parts added directly come first, then the kept masks' block
         index = [np.repeat(np.array([p[0] for p in loose], np.int64), k)] if loose else []
         n = [p[1] for p in loose]
         times = [_per_step([p[2] for p in loose], k)] if loose else []
@@ -453,7 +453,7 @@ class Pricer:
 
 
 def _per_step(values, k: int) -> np.ndarray:
-    """(M * K,) of M values that are each a number or one per step (K,), step-major per value."""
+    """(M * K,): M values, each a number or one per step (K,), as K entries each in turn."""
     if not any(isinstance(v, np.ndarray) for v in values):
         return np.repeat(np.array(values, float), k)
     out = np.empty((len(values), k))
