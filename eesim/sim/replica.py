@@ -9,6 +9,7 @@ at a time; only the bookkeeping is shared.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,7 @@ class _Priced:
     pricer: Pricer
     steps: np.ndarray
     starts: np.ndarray
+    slot: np.ndarray  # per planned arrival: the first step a row is free for it (0: one is now)
 
 
 class Replica:
@@ -97,11 +99,12 @@ class Replica:
         """Plan and price up to BULK steps of `decoding` rows. Step 0 also prefills the prompt
         `chunks`; rows in `joining` (whose prompt completes then) decode from step 1. Requests
         arriving during the bulk may be planned in too (`_future`), each admitted at the first
-        step that starts after its arrival: guessed by walking the steps with the decode
-        seconds seen per batch size (`_guess`), then walked again along the priced steps
-        (`_reguess`) and priced again (up to GUESSES pricings); a guess the final pricing still
-        contradicts ends the bulk before it. Returns the seconds of the steps
-        kept and a function that applies them when they have ended."""
+        step that starts after its arrival and has a row free for it (`_slots`): guessed by
+        walking the steps with the decode seconds seen per batch size (`_guess`), then walked
+        again along the priced steps (`_reguess`) and priced again (up to GUESSES pricings,
+        fewer when the walk repeats the guess); a guess the final pricing still contradicts
+        ends the bulk before it. Returns the seconds of the steps kept and a function that
+        applies them when they have ended."""
         sim = self.sim
         cfg: StrategyConfig = sim.strategy
         sched = self.sched
@@ -128,13 +131,16 @@ class Replica:
             if next_arrival is not None and self.step_s > 0:  # plan little past the next arrival
                 k_steps = min(k_steps, 2 + int(1.25 * (next_arrival - sim.env.now) / self.step_s))
             p = self._price(decoding, joining, future, admit_at, queued, chunks, k_steps, exits_enabled)
-            actual = np.searchsorted(p.starts, future_at, side="left")
+            actual = np.maximum(np.searchsorted(p.starts, future_at, side="left"), p.slot)
             if not future or attempt == GUESSES - 1 or np.array_equal(actual, admit_at):
                 break
             prompts = [f.prompt for f in future]
-            admit_at = self._reguess(p, future_at, prompts)
+            guessed = admit_at
+            admit_at = np.maximum(self._reguess(p, future_at, prompts), p.slot)
             count = self._admissible(admit_at, prompts, p.k_steps)
             future, future_at, admit_at = future[:count], future_at[:count], admit_at[:count]
+            if np.array_equal(admit_at, guessed[:count]) and count == len(guessed):
+                break  # priced as guessed already: pricing it again tells nothing new
             next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
         k_steps = p.k_steps
         for at, got in zip(admit_at, actual, strict=False):  # was each guess right?
@@ -229,6 +235,8 @@ class Replica:
             last = int(finish[: len(current)].min()) + 1
         else:
             last = int(finish.max()) + 1
+        slot = self._slots(finish[: len(current)], len(future), k_steps,
+                           finish[len(current): len(current) + len(future)])
         drafted, accepted, position, emitted, present, finish = timeline
         k_steps = max(1, min(k_steps, last))
         drafted, accepted, position, emitted, present = (
@@ -262,7 +270,7 @@ class Replica:
         steps = pricer.seconds
         starts = sim.env.now + np.concatenate(([0.0], np.cumsum(steps[:-1])))
         return _Priced(rows, join, admit_at, planned, k_steps, drafted, accepted, emitted, present,
-                       finish, generated, req, ctl, deferred, pricer, steps, starts)
+                       finish, generated, req, ctl, deferred, pricer, steps, starts, slot)
 
     def _timeline(self, rows: list[Row], join: np.ndarray, k_steps: int, exits_enabled: bool):
         """Per step and row of a bulk: drafted, accepted, position, emitted, present, and each
@@ -337,25 +345,50 @@ class Replica:
 
     def _future(self, rows: list[Row], k_steps: int):
         """Requests that will arrive during the next k_steps, to plan in: open loop, one
-        replica, continuous whole-prompt batching, nobody waiting, and room to spare."""
-        sim, cfg = self.sim, self.sched.cfg
+        replica, continuous whole-prompt batching, nobody waiting, and a row free for each now
+        or freed by a completion before it is admitted (`_slots`)."""
+        sim = self.sim
         none = ([], np.zeros(0), np.zeros(0, np.int64))
         if self.step_s <= 0 or self.sched.waiting or not self._plans_ahead():
             return none
-        room = cfg.max_batch - len(self.sched.running)
         horizon = sim.env.now + self.step_s * k_steps
-        picked = sim.upcoming(horizon, max(0, room))
+        # rows decoding now free theirs a step after their last token (a guess for
+        # self-speculation, which may emit several a step; the pricing gives the exact ones)
+        finish = np.array([r.remaining - 1 for r in rows], np.int64)
+        picked = sim.upcoming(horizon, self._room() + int((finish < k_steps).sum()))
         w = sim.workload
         if not picked or not self._fit_in_memory([(int(w.prompt_len[i]), int(w.output_len[i]))
                                                   for i in picked]):
             return none
         at = np.array([sim.arrival[i] for i in picked])
         prompts = [int(sim.workload.prompt_len[i]) for i in picked]
-        guess = self._guess(rows, at, prompts, k_steps)
+        guess = np.maximum(self._guess(rows, at, prompts, k_steps),
+                           self._slots(finish, len(picked), k_steps))
         count = self._admissible(guess, prompts, k_steps)
         rows_f = [Row(i, prompts[n], int(sim.workload.output_len[i]))
                   for n, i in enumerate(picked[:count])]
         return rows_f, at[:count], guess[:count]
+
+    def _room(self) -> int:
+        """Rows free in the batch now."""
+        return max(0, self.sched.cfg.max_batch - len(self.sched.running))
+
+    def _slots(self, finish: np.ndarray, count: int, k_steps: int,
+               planned: np.ndarray | None = None) -> np.ndarray:
+        """For `count` arrivals in order, the first step a row is free for each: the rows free
+        now, then a step after each completion (`finish`: the running rows' last steps; and
+        `planned`, those of the arrivals themselves as planned), each taken by the next
+        arrival in turn (FIFO); k_steps where none frees within the bulk (not admissible)."""
+        free = [0] * self._room() + [int(f) + 1 for f in finish if f < k_steps]
+        heapq.heapify(free)
+        slot = np.full(count, k_steps, np.int64)
+        for j in range(count):
+            if not free or free[0] >= k_steps:
+                break
+            slot[j] = heapq.heappop(free)
+            if planned is not None and planned[j] < k_steps:
+                heapq.heappush(free, int(planned[j]) + 1)
+        return slot
 
     def _guess(self, rows: list[Row], at: np.ndarray, prompts: list[int], k_steps: int) -> np.ndarray:
         """The step each arrival is likely admitted at, before any pricing: decode seconds
