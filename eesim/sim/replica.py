@@ -337,9 +337,9 @@ class Replica:
         budget of a step (the first request of a step always fits)."""
         frees = np.sort(finish)
         frees = frees[frees < k_steps]
-        n = min(len(queued), len(frees))
-        slots = frees[:n].astype(np.int64) + 1
-        count = self._admissible(slots, [r.prompt for r in queued[:n]], k_steps)
+        slots = self._slots(finish, len(queued), k_steps)  # no row is free now: the batch is full
+        slots = slots[slots < k_steps]
+        count = self._admissible(slots, [r.prompt for r in queued[: len(slots)]], k_steps)
         uncovered = int(frees[count]) if len(frees) > count else k_steps
         return queued[:count], slots[:count], uncovered
 
