@@ -61,10 +61,13 @@ def test_bad_requests_fail_with_one_clear_line(tmp_path):
 
 
 def test_the_engine_step_overhead_is_measured_per_row_count(tiny_profile):
-    """Term `step`: an engine pass's cost beyond its operations, timed on the engine itself."""
+    """Term `step`: an engine pass's cost beyond its operations, timed on the engine itself. At
+    one row count it may come out 0 (the pass less its operations at the per-operation cost,
+    two medians of separate runs, at least 0) when a noisy machine overstates that cost."""
     table = read_profile(tiny_profile).table
     step = table[table["term"] == "step"]
-    assert list(step["rows"]) == [1, 4, 16] and (step["median_s"] > 0).all()
+    assert list(step["rows"]) == [1, 4, 16]
+    assert (step["median_s"] >= 0).all() and (step["median_s"] > 0).any()
     assert (step["runs"] >= 20).all()  # decode passes that prefilled nothing
 
 
