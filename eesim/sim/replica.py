@@ -139,7 +139,7 @@ class Replica:
             admit_at = np.maximum(self._reguess(p, future_at, prompts), p.slot)
             count = self._admissible(admit_at, prompts, p.k_steps)
             future, future_at, admit_at = future[:count], future_at[:count], admit_at[:count]
-            if np.array_equal(admit_at, guessed[:count]) and count == len(guessed):
+            if np.array_equal(admit_at, guessed):  # (unequal when some were cut)
                 break  # priced as guessed already: pricing it again tells nothing new
             next_arrival = sim.next_arrival_after(sim.env.now, skip=len(future))
         k_steps = p.k_steps
