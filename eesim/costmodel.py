@@ -38,6 +38,7 @@ class GridTerm:
                                   for a in (0, 1) for b in (0, 1) for c in (0, 1)])
         self._by_rows = None
         self._lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._line_rows: dict[int, np.ndarray] = {}  # lines whose flags depend on rows alone
         if dims[1] == 1 and dims[2] == 1:
             table = self._interpolate(np.arange(ROWS_TABLE, dtype=float), 1.0, 0.0)
             self._by_rows = (table[0], table[1])
@@ -76,10 +77,15 @@ class GridTerm:
                 points.append(self._interpolate(np.arange(ROWS_TABLE, dtype=float), q, c))
             self._lines[axis] = (np.stack([p[0] for p in points], axis=1),
                                  np.stack([p[1] for p in points], axis=1))
+            flags = self._lines[axis][1]
+            if (flags == flags[:, :1]).all():  # no filled cell on the line's grid points
+                self._line_rows[axis] = flags[:, 0].copy()
         values, flags = self._lines[axis]
         i, w, outside = _bracket(self.axes[axis], x)
         hi = np.minimum(i + 1, values.shape[1] - 1)
         value = values[rows, i] * (1 - w) + values[rows, hi] * w
+        if axis in self._line_rows:  # flagged by row count alone: beyond the measured rows
+            return np.maximum(value, 0.0), outside | self._line_rows[axis][rows]
         flag = outside | (flags[rows, i] & (w != 1)) | (flags[rows, hi] & (w != 0))
         return np.maximum(value, 0.0), flag
 
@@ -107,10 +113,10 @@ def _bracket(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     if len(axis) == 1:
         return np.zeros(x.shape, int), np.zeros(x.shape), np.zeros(x.shape, bool)
     i = np.minimum(np.maximum(np.searchsorted(axis, x, side="right") - 1, 0), len(axis) - 2)
-    w = (x - axis[i]) / (axis[i + 1] - axis[i])
-    outside = (x < axis[0]) | (x > axis[-1])
-    w = np.where(x < axis[0], 0.0, w)  # below the grid: hold the first value (never negative)
-    return i, w, outside
+    lower = axis[i]
+    below = x < axis[0]
+    w = np.where(below, 0.0, (x - lower) / (axis[i + 1] - lower))  # below: hold the first value
+    return i, w, below | (x > axis[-1])
 
 
 def _fill(grid: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:

@@ -54,10 +54,15 @@ def signal_matrix(trace: ExitTrace, policy: ExitPolicy) -> np.ndarray:
 
 def thresholds_per_token(tokens: pd.DataFrame, policy: ExitPolicy) -> np.ndarray:
     """(tokens,) threshold of each token's task, oriented like `signal_matrix`."""
-    tasks = tokens["task"].astype(str).to_numpy() if "task" in tokens else np.full(len(tokens), "")
-    per_task = {t: policy.threshold(t) for t in set(tasks)}
     sign = 1.0 if HIGHER_PASSES[policy.signal] else -1.0
-    return sign * np.array([per_task[t] for t in tasks], dtype=np.float64)
+    if "task" not in tokens:
+        return np.full(len(tokens), sign * policy.threshold(""), dtype=np.float64)
+    column = tokens["task"]  # each distinct task looked up once
+    if isinstance(column.dtype, pd.CategoricalDtype) and not column.isna().any():
+        codes, names = column.cat.codes.to_numpy(), column.cat.categories.astype(str)
+    else:
+        codes, names = pd.factorize(column.astype(str))
+    return sign * np.array([policy.threshold(t) for t in names], dtype=np.float64)[codes]
 
 
 def replay(policy: ExitPolicy, trace: ExitTrace, *, check_model: bool = True) -> Replay:

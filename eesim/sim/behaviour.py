@@ -123,7 +123,7 @@ def from_trace(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int,
     return Behaviour(
         n_layers=n_layers,
         offsets=np.r_[starts, len(ids)].astype(np.int64),
-        tasks=tokens["task"].astype(str).to_numpy()[starts],
+        tasks=_strings(tokens["task"].to_numpy()[starts]),
         pass_bits=(passes * weights).sum(axis=1, dtype=np.uint64),
         agree_bits=(agree * weights).sum(axis=1, dtype=np.uint64),
         mapped_from=trace_layers if trace_layers != n_layers else None,
@@ -146,7 +146,7 @@ def _from_exits(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int) -> B
     own = np.left_shift(np.uint64(1), (layer - 1).astype(np.uint64))
     ids = tokens["request_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    tasks = tokens["task"].astype(str).to_numpy()[starts] if "task" in tokens \
+    tasks = _strings(tokens["task"].to_numpy()[starts]) if "task" in tokens \
         else np.full(len(starts), "unknown")
     return Behaviour(
         n_layers=n_layers,
@@ -156,6 +156,11 @@ def _from_exits(trace: ExitTrace, policy: ExitPolicy | None, n_layers: int) -> B
         agree_bits=np.where(differs, every & ~own, every),
         mapped_from=depth if depth != n_layers else None,
     )
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """Values as an object array of str, as pandas' astype(str) writes them (missing: 'nan')."""
+    return np.array([str(v) for v in values], dtype=object)
 
 
 def bit(bits: np.ndarray, layer) -> np.ndarray:

@@ -19,7 +19,6 @@ from eesim.plan.ops import (
     KVFill,
     Layers,
     Regroup,
-    executed,
     per_step,
 )
 from eesim.sim.behaviour import Behaviour, bit
@@ -163,6 +162,8 @@ class Pricer:
         self._row_parts: list[tuple[int, np.ndarray, float]] = []  # rows-only terms
         self._row_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # kept masks' terms
         self._host_sync = np.zeros(self.k)  # syncs per step
+        self._syncs: list[np.ndarray] = []  # host syncs' steps (K,) and counts
+        self._sync_counts: list[int] = []
         self._seconds: np.ndarray | None = None
         # kept row masks, and what each is priced for: rows-only terms (index, mask, times),
         # one-token-or-chunk layers (mask, query, layers), layer evaluations and exit checks per
@@ -232,10 +233,9 @@ class Pricer:
 
     def price(self, op) -> None:
         kind = type(op)
-        if kind is HostSync:
-            self._host_sync += op.steps * float(op.count)
-            if self._op_index is not None:
-                self._ops += executed(op)
+        if kind is HostSync:  # counted with the others at the end
+            self._syncs.append(op.steps)
+            self._sync_counts.append(op.count)
             return
         mask = len(self._masks)
         self._masks.append(op.rows)
@@ -350,6 +350,11 @@ class Pricer:
         self._finished = True
         if self.deferred is not None:
             self._price_catch_up()
+        if self._syncs:  # each sync is also an executed operation
+            syncs = np.array(self._sync_counts, float) @ np.array(self._syncs)
+            self._host_sync += syncs
+            if self._op_index is not None:
+                self._ops += syncs
         if not self._masks:
             return
         masks = np.concatenate(self._masks).reshape(len(self._masks), *self._masks[0].shape)
@@ -362,11 +367,13 @@ class Pricer:
         if self._mask_layers:
             ids, query, span = (list(c) for c in zip(*self._mask_layers, strict=True))
             n = counts[ids]
-            within = np.where(masks[ids], self.context, 0.0)
-            if self.padded:  # the batch runs padded to its longest context
-                ctx = within.max(axis=2, initial=0.0)
+            # (R, L, K): rows first, so that reducing over them runs along whole (L, K) planes
+            # (a reduction along the short last axis costs several times more)
+            within = np.ascontiguousarray(masks[ids].transpose(2, 0, 1)) * self.context.T[:, None, :]
+            if self.padded:  # the batch runs padded to its longest context (contexts >= 0)
+                ctx = np.maximum.reduce(within, axis=0)
             else:  # ragged: each row's own context, priced at the mean
-                ctx = within.sum(axis=2) / np.maximum(n, 1)
+                ctx = np.add.reduce(within, axis=0) / np.maximum(n, 1)
             if all(q == 1 for q in query):  # one-token layers only: one block
                 self._pending.setdefault("layer", []).append(
                     (len(ids), n.ravel(), 1.0, ctx.ravel(), _per_step(span, k)))
@@ -381,7 +388,7 @@ class Pricer:
         if self._mask_ops:
             ids, each = zip(*self._mask_ops, strict=True)
             present = counts[list(ids)] > 0
-            self._ops += np.einsum("nk,nk->k", present, _per_step(each, k).reshape(-1, k))
+            self._ops += np.einsum("nk,nk->k", present, _by_step(each, k))
         self._stacked = masks
 
     def _count_work(self) -> None:
@@ -454,18 +461,30 @@ class Pricer:
 
 def _per_step(values, k: int) -> np.ndarray:
     """(M * K,): M values, each a number or one per step (K,), as K entries each in turn."""
-    if not any(isinstance(v, np.ndarray) for v in values):
-        return np.repeat(np.array(values, float), k)
+    return _by_step(values, k).ravel()
+
+
+def _by_step(values, k: int) -> np.ndarray:
+    """(M, K): M values, each a number or one per step (K,), broadcast along the steps."""
+    try:
+        out = np.array(values, float)  # numbers only (M,), or arrays only (M, K)
+    except ValueError:  # a mix of numbers and arrays
+        out = None
+    if out is not None and out.ndim == 1:
+        return np.repeat(out, k).reshape(len(values), k)
+    if out is not None:
+        return out
     out = np.empty((len(values), k))
     for i, v in enumerate(values):
         out[i] = v
-    return out.ravel()
+    return out
 
 
 def _counts(masks: np.ndarray) -> np.ndarray:
     """(N, K) rows per step of N stacked (K, R) masks, as one float32 product with ones (exact
     below 2**24 rows; a reduction along the short row axis costs 2-3 times more)."""
-    return (masks.astype(np.float32) @ np.ones(masks.shape[-1], np.float32)).astype(np.int64)
+    with np.errstate(invalid="ignore"):  # OpenBLAS may leave a stale FE_INVALID flag (numpy#24067)
+        return (masks.astype(np.float32) @ np.ones(masks.shape[-1], np.float32)).astype(np.int64)
 
 
 def _count(rows: np.ndarray) -> np.ndarray:

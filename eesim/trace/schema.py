@@ -88,17 +88,21 @@ class ExitTrace:
 
     def __post_init__(self) -> None:
         self.table = validate(self.table, self.meta, self.where)
+        self._tokens: pd.DataFrame | None = None
 
     @property
     def kind(self) -> str:
         return self.meta.kind
 
     def tokens(self) -> pd.DataFrame:
-        """One row per generated token (for `full`, the rows of the deepest exit layer)."""
-        if self.kind == "full":
+        """One row per generated token (for `full`, the rows of the deepest exit layer); made
+        once and shared by every caller, so read it, never change it."""
+        if self.kind != "full":
+            return self.table
+        if self._tokens is None:
             last = self.table["layer"] == self.meta.exit_layers[-1]
-            return self.table.loc[last].reset_index(drop=True)
-        return self.table
+            self._tokens = self.table.loc[last].reset_index(drop=True)
+        return self._tokens
 
     def matrix(self, column: str) -> np.ndarray:
         """(tokens, exit layers) array of a per-exit column of a `full` trace."""
