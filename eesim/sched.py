@@ -81,8 +81,8 @@ class Scheduler:
 
     def tokens_that_fit(self, most: int) -> int:
         """The largest look-ahead (tokens per running row, at most `most`) whose blocks fit."""
-        if not self.running:
-            return most
+        if not self.running or self.used_blocks(most) <= self.capacity_blocks:
+            return most  # blocks never fall with the look-ahead: the longest fits, so all do
         context = np.array([r.context for r in self.running])
         final = np.array([r.prompt + r.output for r in self.running])
         ahead = np.arange(1, most + 1)[:, None]

@@ -398,8 +398,8 @@ class Replica:
         present = len(rows) - np.searchsorted(remaining, np.arange(k_steps), side="right")
         first = self._decode_guess(sum(not r.needs_prefill for r in rows)) \
             + self._prefill_s([r.prompt for r in rows if r.needs_prefill])
-        return self._walk(at, prompts, k_steps, first,
-                          lambda k, joined: self._decode_guess(int(present[k]) + joined))
+        seconds = self._decode_table(len(rows) + len(at))
+        return self._walk(at, prompts, k_steps, first, lambda ks, joined: seconds[present[ks] + joined])
 
     def _reguess(self, p: _Priced, at: np.ndarray, prompts: list[int]) -> np.ndarray:
         """The admission steps again after a pricing `p` whose guesses were wrong: its steps
@@ -412,31 +412,44 @@ class Replica:
         base = p.steps - prefill
         rows = np.add.reduce(p.present, axis=1, dtype=np.int64)
         before = np.searchsorted(np.sort(planned), np.arange(p.k_steps), side="left")
+        seconds = self._decode_table(int(rows.max(initial=0)) + 1)
+        row_s = seconds[np.minimum(rows + 1, len(seconds) - 1)] - seconds[rows]  # a row more
 
-        def decode(k: int, joined: int) -> float:
-            moved = joined - int(before[k])  # arrivals decoding in step k now, less than before
-            n = int(rows[k])
-            return base[k] + moved * (self._decode_guess(n + 1) - self._decode_guess(n)) \
-                if moved else base[k]
+        def decode(ks: np.ndarray, joined: int) -> np.ndarray:
+            # arrivals decoding in each step now, less than before, each a row's cost
+            return base[ks] + (joined - before[ks]) * row_s[ks]
         return self._walk(at, prompts, p.k_steps, float(base[0]), decode)
 
     def _walk(self, at: np.ndarray, prompts: list[int], k_steps: int, first: float,
               decode) -> np.ndarray:
-        """Admission steps for arrivals at `at`: each is admitted at the first step from 1 that
-        starts at or after it; a step lasts `decode(k, arrivals decoding in it)` plus the
-        prefill of those admitted in it (`first`: step 0's length). k_steps: not in the bulk."""
-        clock = self.sim.env.now + first
+        """Admission steps for arrivals at `at` (in order): each is admitted at the first step
+        from 1 that starts at or after it; steps `ks` last `decode(ks, arrivals decoding in
+        them)` plus the prefill of those admitted in each (`first`: step 0's length). k_steps:
+        not in the bulk. Walked from one admission step to the next: the steps between are
+        summed in one cumulative sum, in the same order as one at a time."""
         guess = np.full(len(at), k_steps, np.int64)
-        j = 0
-        for k in range(1, k_steps):
-            start = j
+        clock = self.sim.env.now + first  # when step k starts
+        k, j = 1, 0
+        while k < k_steps and j < len(at):
+            lengths = decode(np.arange(k, k_steps), j)  # nobody admitted in them yet
+            starts = np.cumsum(np.concatenate(([clock], lengths[:-1])))
+            reached = starts >= at[j]
+            i = int(reached.argmax())
+            if not reached[i]:
+                break  # the next arrival falls after the bulk
+            clock, start = starts[i], j
             while j < len(at) and at[j] <= clock:
                 j += 1
-            guess[start:j] = k
+            guess[start:j] = k + i
             if j == len(at):
                 break
-            clock += decode(k, start) + self._prefill_s(prompts[start:j])
+            clock = clock + (lengths[i] + self._prefill_s(prompts[start:j]))
+            k += i + 1
         return guess
+
+    def _decode_table(self, most: int) -> np.ndarray:
+        """`_decode_guess(n)` for n = 0..most."""
+        return np.array([self._decode_guess(n) for n in range(most + 1)])
 
     def _decode_guess(self, n: int) -> float:
         """Seconds of a decode step of n rows: as last seen at n rows, else interpolated between
