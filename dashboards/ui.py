@@ -11,10 +11,10 @@ import streamlit as st
 
 from eesim.costmodel import CostModel
 from eesim.io import read_parquet_with_meta
+from eesim.paths import committed
 from eesim.plan.strategies import STRATEGIES
 from eesim.profile.format import ProfileError, read_profile
 from eesim.trace import ExitTrace, TraceError, read_trace
-from eesim.validate import ROOT
 from eesim.whatif import WhatIf, threshold_range
 
 MAX_UPLOAD_BYTES = 50 * 2**20  # a trace or profile larger than this is refused on the page
@@ -27,14 +27,14 @@ DEMO = Path("eesim-out")  # `eesim demo`'s outputs, relative to where the dashbo
 
 def committed_profiles() -> list[Path]:
     """The committed profiles, then the quick profile of an `eesim demo` run here, if any."""
-    found = sorted(p for p in (ROOT / "profiles").glob("*/*.parquet") if p.name != "validation.parquet")
+    found = sorted(p for p in committed("profiles").glob("*/*.parquet") if p.name != "validation.parquet")
     return found + [p.resolve() for p in [DEMO / "profile-quick.parquet"] if p.exists()]
 
 
 def validation_tables() -> dict[str, Path]:
     """Validation tables by label: each committed device folder's, then a demo run's here."""
     tables = {f"committed: {p.parent.name}": p
-              for p in sorted((ROOT / "profiles").glob("*/validation.parquet"))}
+              for p in sorted(committed("profiles").glob("*/validation.parquet"))}
     demo = DEMO / "validation" / "validation.parquet"
     if demo.exists():
         tables[f"this machine's demo run: {demo.parent}"] = demo.resolve()
@@ -42,7 +42,7 @@ def validation_tables() -> dict[str, Path]:
 
 
 def committed_traces() -> list[Path]:
-    return sorted((ROOT / "traces").glob("*.parquet"))
+    return sorted(committed("traces").glob("*.parquet"))
 
 
 @st.cache_resource(show_spinner=False)

@@ -15,12 +15,24 @@ Input: one row per request with its event times (seconds) and counters. Definiti
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 REQUEST_COLUMNS = ("request_id", "arrival_s", "first_token_s", "completion_s", "output_tokens",
                    "layer_evals", "drafted", "accepted", "differs")
 PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class RunResult:
+    """A run, predicted or measured: one row per request, the summary (`summarize` plus the
+    run's own fields) and time series (batch, queue and memory over time; empty if none)."""
+
+    requests: pd.DataFrame
+    summary: dict
+    series: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def distribution(values: np.ndarray) -> dict:

@@ -31,14 +31,13 @@ import pandas as pd
 
 from eesim.costmodel import CostModel
 from eesim.model import Checkpoint
+from eesim.paths import OUT
 from eesim.plan.strategies import StrategyConfig
 from eesim.profile.format import Profile
+from eesim.scenario.behaviour import Behaviour, bit
+from eesim.scenario.workload import Workload, closed_loop, poisson
 from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import Behaviour, bit
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import Workload, closed_loop, poisson
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The grid's axes.
 FULL, SYNC, COMPACT, REGROUP = (StrategyConfig(name=n) for n in ("full", "sync", "compact", "regroup"))
@@ -163,7 +162,7 @@ def prepare(quick: bool, on_start: Callable[[int], None] | None = None,
     from eesim.model import load_checkpoint
     from eesim.policy.calibrate import calibrate
     from eesim.profile.bench import run_profile
-    from eesim.sim.behaviour import from_trace
+    from eesim.scenario.behaviour import from_trace
     from eesim.trace import REFERENCE_TRACE, read_trace
 
     profile = run_profile("ref", "cpu", quick, on_start=on_start, on_point=on_point)
@@ -367,8 +366,9 @@ def validate(grid: Grid, seed: int = 0, on_start: Callable[[int], None] | None =
 
 
 def default_folder(bench: Bench) -> Path:
-    """profiles/<device type>/ in the repository."""
-    return ROOT / "profiles" / bench.profile.meta.device_type
+    """eesim-out/validation/<device type>/ in the current directory: a run never overwrites the
+    committed evidence under profiles/ unless told to (--out)."""
+    return OUT / "validation" / bench.profile.meta.device_type
 
 
 def exceeding(summary: dict, limit: float) -> dict[str, float]:

@@ -20,10 +20,10 @@ from eesim.metrics import per_request
 from eesim.plan.strategies import STRATEGIES, StrategyConfig
 from eesim.policy.policy import SIGNALS, ExitPolicy
 from eesim.policy.replay import replay
+from eesim.scenario.behaviour import from_trace
+from eesim.scenario.workload import poisson
 from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import from_trace
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import poisson
 from eesim.trace import ExitTrace
 
 THRESHOLD_RANGE = {"max_prob": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 8.0)}

@@ -19,10 +19,10 @@ from eesim.costmodel import CostModel
 from eesim.plan.strategies import StrategyConfig
 from eesim.policy.calibrate import calibrate
 from eesim.profile.env import cpu_name
+from eesim.scenario.behaviour import from_trace
+from eesim.scenario.workload import azure
 from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import from_trace
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import azure
 from eesim.trace import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,8 @@ def questions() -> list[dict]:
 def answer(q: dict) -> dict:
     """The simulator's numbers for one question (flattened summary, per-request sums)."""
     from eesim.policy.policy import ExitPolicy
-    from eesim.sim.run import SimulationRequest, run_simulation
+    from eesim.scenario.request import SimulationRequest
+    from eesim.sim.run import run_simulation
     from eesim.trace import read_trace
 
     fields = dict(q)

@@ -48,3 +48,34 @@ def full_trace(tokens: list[dict], n_layers: int = 4, sha: str = "a" * 64):
     meta = TraceMeta(kind="full", model_sha256=sha, n_layers=n_layers,
                      exit_layers=list(range(1, n_layers + 1)))
     return ExitTrace(pd.DataFrame(rows), meta)
+
+
+def _git_status() -> str | None:
+    """The checkout's `git status --porcelain`, or None outside a git checkout."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config._eesim_git_status = _git_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the repository as it found it: a test that writes into the tree fails
+    the run, naming what it left."""
+    before = getattr(session.config, "_eesim_git_status", None)
+    after = _git_status()
+    if before is None or after is None or after == before:
+        return
+    left = sorted(set(after.splitlines()) - set(before.splitlines()))
+    print(f"\nthe suite changed the repository's git status: {left}")
+    if session.exitstatus == 0:
+        session.exitstatus = 1

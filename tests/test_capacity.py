@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from eesim.cli import app
 from eesim.costmodel import CostModel
+from eesim.paths import ROOT
 from eesim.sweep import GridError, load_grid, point_id, sweep
 from eesim.trace import REFERENCE_TRACE, read_trace
-from eesim.validate import ROOT
 
 ANALYTIC = ROOT / "profiles" / "analytic" / "h100-sxm-llama-3-8b.parquet"
 PROFILE = ROOT / "profiles" / "cpu" / "ref.parquet"

@@ -12,8 +12,8 @@ import pytest
 
 from eesim import figures
 from eesim.costmodel import CostModel
+from eesim.paths import ROOT
 from eesim.trace import REFERENCE_TRACE, read_trace
-from eesim.validate import ROOT
 from eesim.whatif import WhatIf, answer
 
 PROFILE = ROOT / "profiles" / "cpu" / "ref.parquet"

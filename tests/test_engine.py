@@ -12,10 +12,10 @@ from eesim.model import load_checkpoint
 from eesim.plan.strategies import StrategyConfig
 from eesim.policy.calibrate import calibrate
 from eesim.policy.policy import never_exit
+from eesim.scenario.behaviour import from_trace
+from eesim.scenario.workload import closed_loop
 from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import from_trace
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import closed_loop
 from eesim.trace import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ from eesim.plan.strategies import StrategyConfig
 from eesim.policy.calibrate import calibrate
 from eesim.policy.policy import never_exit
 from eesim.policy.replay import replay
+from eesim.scenario.behaviour import from_trace
+from eesim.scenario.workload import bursty, closed_loop, poisson
 from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import from_trace
 from eesim.sim.simulate import simulate
-from eesim.sim.workload import bursty, closed_loop, poisson
 from eesim.trace import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_a_layer_range_per_step_prices_as_one_operation_per_step(cost, defer):
     what the same operations cost given step by step with an int range each (deferred KV's
     catch-up across steps included)."""
     from eesim.plan.ops import KVFill, Layers
-    from eesim.sim.step import Pricer
+    from eesim.sim.pricer import Pricer
 
     rng = np.random.default_rng(3)
     rows = rng.random((4, 5)) < 0.7
@@ -262,7 +262,7 @@ def test_deferred_kv_is_caught_up_by_the_next_token_that_reaches_the_layer(cost)
     """One row, three steps, four layers: the first token exits after layer 2, so the second
     token runs layers 3 and 4 for two positions (itself and the catch-up)."""
     from eesim.plan.ops import Layers
-    from eesim.sim.step import Pricer
+    from eesim.sim.pricer import Pricer
 
     present = np.ones((3, 1), bool)
     pricer = Pricer(cost, np.full((3, 1), 10), present, deferred=np.zeros((1, 4), np.int64))
@@ -315,7 +315,7 @@ def test_a_yielded_operation_keeps_its_rows(trace, policy, name):
     """Interpreters may keep operations (deferred KV prices them at the end): a strategy must
     never change a row mask it has already yielded."""
     from eesim.plan.strategies import plan
-    from eesim.sim.step import TraceController
+    from eesim.scenario.controller import TraceController
 
     behaviour = from_trace(trace, policy, 8)
     rng = np.random.default_rng(0)
@@ -412,8 +412,8 @@ def test_expected_depth_follows_each_rows_previous_exit(n, k, r, min_layer, ever
     last layer), and the next
     token's expectation follows from where this one exits (its first passing check at or past
     that depth, else the last layer); an absent step keeps the row's expectation."""
-    from eesim.sim.behaviour import Behaviour
-    from eesim.sim.step import TraceController
+    from eesim.scenario.behaviour import Behaviour
+    from eesim.scenario.controller import TraceController
 
     rng = np.random.default_rng(seed)
     t = k * r

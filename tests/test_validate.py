@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from eesim.sim.behaviour import Behaviour
+from eesim.scenario.behaviour import Behaviour
 from eesim.validate import (
     COMPACT,
     FULL,
@@ -184,3 +184,15 @@ def test_cli_quick_grid_is_the_fidelity_guard(tmp_path):
     over = {m: e for m, e in summary["median_abs_error"].items() if e is None or e > 0.25}
     assert not over, f"median errors above 25%: {over}"
     assert out.exit_code == 0, out.output
+
+
+def test_validate_writes_under_eesim_out_unless_told(tmp_path, monkeypatch):
+    """A validation run never overwrites the committed evidence under profiles/ by default."""
+    from types import SimpleNamespace
+
+    from eesim.validate import default_folder
+
+    monkeypatch.chdir(tmp_path)
+    bench = SimpleNamespace(profile=SimpleNamespace(meta=SimpleNamespace(device_type="cpu")))
+    folder = default_folder(bench)
+    assert folder.resolve() == tmp_path / "eesim-out" / "validation" / "cpu"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eesim.sim.workload import azure, bursty, closed_loop, poisson
+from eesim.scenario.workload import azure, bursty, closed_loop, poisson
 
 
 def test_same_seed_same_workload_and_rate_is_respected():

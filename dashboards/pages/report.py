@@ -5,8 +5,8 @@ import streamlit as st
 import ui
 
 from eesim import figures
+from eesim.paths import committed
 from eesim.report import gather, render, review, strategy_table
-from eesim.validate import ROOT
 
 st.title("Design-review report")
 st.caption("The question on the left, answered under every strategy, with the trace's evidence, "
@@ -15,7 +15,7 @@ st.caption("The question on the left, answered under every strategy, with the tr
 profile, trace_path, trace = ui.inputs()
 q = ui.friendly(ui.question, trace, prefix="r", requests=300)
 cost = ui.load_cost(profile)
-validation_file = ROOT / "profiles" / cost.meta.device_type / "validation.parquet"
+validation_file = committed("profiles", cost.meta.device_type, "validation.parquet")
 with_validation = st.toggle("Include the validation table", validation_file.exists(),
                             disabled=not validation_file.exists())
 

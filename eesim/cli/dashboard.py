@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 
 from eesim.cli.common import app, console, fail, user_errors
+from eesim.paths import committed
 
-APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
+APP = committed("dashboards", "app.py")
 MAX_UPLOAD_MB = 50
 
 
@@ -53,13 +54,13 @@ def report(
     """Write the self-contained HTML design-review report (the dashboard's report page)."""
     from eesim.costmodel import CostModel
     from eesim.io import read_parquet_with_meta, write_text_atomic
+    from eesim.paths import committed
     from eesim.policy.policy import load_policy
     from eesim.report import gather, render
     from eesim.trace import REFERENCE_TRACE, read_trace
-    from eesim.validate import ROOT
     from eesim.whatif import WhatIf
 
-    profile_file = profile_file or ROOT / "profiles" / "cpu" / "ref.parquet"
+    profile_file = profile_file or committed("profiles", "cpu", "ref.parquet")
     trace_file = trace_file or REFERENCE_TRACE
     try:
         q = WhatIf(strategy=strategy, signal=signal, threshold=threshold, draft_layer=draft_layer,
@@ -70,7 +71,7 @@ def report(
         policy = load_policy(policy_file) if policy_file else None
         if policy is not None:
             policy.check_model(trace.meta.model_sha256, f"trace {trace_file}")
-        validation = validation or ROOT / "profiles" / cost.meta.device_type / "validation.parquet"
+        validation = validation or committed("profiles", cost.meta.device_type, "validation.parquet")
         table, summary = read_parquet_with_meta(validation, ValueError, "validation table") \
             if validation.exists() else (None, None)
         with console.status("simulating every strategy"):

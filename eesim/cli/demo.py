@@ -106,10 +106,10 @@ def _demo_simulations(trace_, policy, cost, out: Path) -> None:
     """Every strategy on this machine's profile of the reference model, side by side."""
     from eesim.io import write_json_atomic
     from eesim.plan.strategies import STRATEGIES, StrategyConfig
+    from eesim.scenario.behaviour import from_trace
+    from eesim.scenario.workload import poisson
     from eesim.sched import SchedulerConfig
-    from eesim.sim.behaviour import from_trace
     from eesim.sim.simulate import simulate as run_sim
-    from eesim.sim.workload import poisson
 
     behaviour = from_trace(trace_, policy, cost.meta.model.n_layers)
     workload = poisson(20.0, 300, seed=0)

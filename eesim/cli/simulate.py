@@ -53,9 +53,13 @@ def simulate(
 ) -> None:
     """Predict TTFT, TPOT, throughput and peak memory by replaying exits through a strategy
     (`eesim measure`: run it for real on the profiled reference model, exits replayed)."""
-    from eesim.sim.run import SimulationRequest, run_measurement, run_simulation
+    from eesim.scenario.request import SimulationRequest
 
     measured = ctx.info_name == "measure"
+    if measured:
+        from eesim.engine.run import run_measurement as run
+    else:
+        from eesim.sim.run import run_simulation as run
 
     try:
         req = SimulationRequest(
@@ -70,7 +74,7 @@ def simulate(
             replicas=replicas, router=router, map_depth=map_depth, seed=seed,
             shadow_rate=shadow_rate, kill_at=kill_at)
         with console.status("measuring on the model" if measured else "simulating"):
-            result = (run_measurement if measured else run_simulation)(req, out)
+            result = run(req, out)
     except user_errors() as exc:
         fail(exc)
     summary = result.summary

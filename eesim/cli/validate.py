@@ -17,7 +17,8 @@ def validate(
     grid: str = typer.Option("quick", help="quick (a representative subset, small workloads; CI) | "
                                            "full (every strategy x batch x load x mix)."),
     out: Path = typer.Option(None, help="Folder for validation.parquet and validation.json "
-                                        "(default: profiles/<device>/)."),
+                                        "(default: eesim-out/validation/<device>/; the committed "
+                                        "evidence is profiles/<device>/, changed only on purpose)."),
     seed: int = typer.Option(0, help="Seed for workloads and request binding (both sides)."),
     repeats: int = typer.Option(None, min=1, help="Measured runs per scenario (default: the grid's, "
                                                   "2; one run has no repeat noise to report)."),

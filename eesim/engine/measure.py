@@ -24,11 +24,10 @@ from eesim.model import Checkpoint, PagedKVCache
 from eesim.plan.strategies import StrategyConfig, plan
 from eesim.policy.policy import HIGHER_PASSES, ExitPolicy
 from eesim.profile.env import peak_rss, reset_peak_rss
+from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
+from eesim.scenario.controller import TraceController, speculation
+from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
-from eesim.sim.behaviour import Behaviour
-from eesim.sim.simulate import bind_requests, draft_trace_layer
-from eesim.sim.step import TraceController, speculation
-from eesim.sim.workload import Workload
 
 
 class EngineController(TraceController):

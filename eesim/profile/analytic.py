@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from eesim.model.config import ModelConfig
 from eesim.model.presets import model_shape
-from eesim.profile.bench import layer_params, memory_facts_from_shape
 from eesim.profile.format import Profile, ProfileMeta
+from eesim.profile.shapes import layer_params, memory_facts_from_shape
 
 
 class Hardware(BaseModel):

@@ -28,6 +28,7 @@ from eesim.plan.ops import Compact, Embed, ExitCheck, FinalHead, HostSync, KVFil
 from eesim.plan.strategies import StrategyConfig
 from eesim.profile.env import environment, nvml_used_bytes, resolve_device
 from eesim.profile.format import Profile, ProfileMeta
+from eesim.profile.shapes import layer_params, memory_facts_from_shape
 
 
 @dataclass(frozen=True)
@@ -54,17 +55,6 @@ DEFAULT = Grid(rows=(1, 2, 4, 8, 16, 32, 64), query=(1, 2, 4, 8, 16, 32, 128),
 CUDA = Grid(rows=(1, 2, 4, 8, 16, 32, 64, 128, 256), query=(1, 2, 4, 8, 32, 128, 512),
             context=(0, 128, 512, 1024, 2048, 4096), min_run_time=0.03)
 KV_FILL_CONTEXT = 128
-
-
-def layer_params(cfg: ModelConfig) -> int:
-    """Weights of one decoder layer (attention + MLP + norms)."""
-    attn = cfg.dim * cfg.n_heads * cfg.head_dim * 2 + cfg.dim * 2 * cfg.n_kv_heads * cfg.head_dim
-    return attn + 3 * cfg.dim * cfg.ffn_dim + 2 * cfg.dim
-
-
-def model_params(cfg: ModelConfig) -> int:
-    heads = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
-    return cfg.n_layers * layer_params(cfg) + heads + cfg.dim
 
 
 Timing = tuple[float, float, int]  # median seconds, interquartile range, runs
@@ -316,9 +306,9 @@ def engine_passes(rig: Rig, row_counts: Sequence[int], on_point: Callable[[str],
     those passes (`InSitu`), for `in_situ`.
     """
     from eesim.engine.measure import measure as serve
+    from eesim.scenario.behaviour import Behaviour
+    from eesim.scenario.workload import closed_loop
     from eesim.sched import SchedulerConfig
-    from eesim.sim.behaviour import Behaviour
-    from eesim.sim.workload import closed_loop
 
     layers = rig.model.cfg.n_layers
     never = Behaviour(n_layers=layers, offsets=np.array([0, STEP_PASSES + 1]),
@@ -469,21 +459,6 @@ class _EngineRig:
 
     def __init__(self, model) -> None:
         self.model, self.layers = model, model.cfg.n_layers
-
-
-def memory_facts_from_shape(cfg: ModelConfig, size: int) -> dict:
-    """Byte counts that follow from the shape and the element size alone."""
-    head = (cfg.vocab_size * cfg.dim + cfg.dim) * size
-    return {
-        "weights_bytes": model_params(cfg) * size,
-        "layer_weights_bytes": layer_params(cfg) * size,
-        "shared_exit_head_extra_bytes": 0,
-        "per_exit_heads_bytes": (cfg.n_layers - 1) * head,
-        "exit_head_bytes_read": head,
-        "kv_bytes_per_token_per_layer": 2 * cfg.n_kv_heads * cfg.head_dim * size,
-        "activation_bytes_per_token": (4 * cfg.dim + 2 * cfg.ffn_dim) * size,
-        "logits_bytes_per_row": cfg.vocab_size * 4,
-    }
 
 
 def memory_facts(rig: Rig, baseline_rss: int) -> dict:

@@ -16,8 +16,9 @@ import numpy as np
 import simpy
 
 from eesim.plan.strategies import StrategyConfig, plan
+from eesim.scenario.controller import TraceController, speculation
 from eesim.sched import Row, Scheduler
-from eesim.sim.step import Pricer, TraceController, speculation
+from eesim.sim.pricer import Pricer
 
 BULK = 64
 LOOKAHEAD = True  # plan arrivals into a bulk (off: every arrival ends the bulk)

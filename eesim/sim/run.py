@@ -1,126 +1,16 @@
-"""One simulation request, validated before any work starts, and its outputs on disk."""
+"""`eesim simulate`: a scenario simulated, its outputs on disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from eesim.costmodel import CostModel
 from eesim.io import write_json_atomic, write_parquet_atomic
-from eesim.plan.strategies import KV_POLICIES, STRATEGIES, StrategyConfig
-from eesim.policy.policy import load_policy
-from eesim.sched import SchedulerConfig
-from eesim.sim.behaviour import from_trace
-from eesim.sim.simulate import SimResult, simulate
-from eesim.sim.workload import azure, bursty, closed_loop, poisson
-from eesim.trace import read_trace
-
-DEFAULT_REQUESTS = 1000
+from eesim.metrics import RunResult
+from eesim.scenario.request import SimulationRequest, prepare
+from eesim.sim.simulate import simulate
 
 
-class SimulationRequest(BaseModel):
-    """Everything `eesim simulate` takes; errors name the flag and the value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    profile: Path
-    trace: Path
-    policy: Path | None = None
-    strategy: str = "full"
-    draft_layer: int = Field(4, ge=1)
-    drafts: int = Field(4, ge=1)
-    kv: str | None = None
-    min_layer: int = Field(1, ge=1)
-    check_every: int = Field(1, ge=1)
-    rate: float | None = Field(None, gt=0)
-    burstiness: float | None = Field(None, gt=0)
-    arrivals: str | None = None
-    time_scale: float = Field(1.0, gt=0)
-    concurrency: int | None = Field(None, ge=1)
-    requests: int | None = Field(None, ge=1)
-    prompt_len: int = Field(64, ge=1)
-    output_len: int = Field(128, ge=1)
-    max_prompt: int | None = Field(None, ge=1)
-    max_output: int | None = Field(None, ge=1)
-    task_mix: str | None = None
-    max_batch: int = Field(16, ge=1)
-    batching: str = "continuous"
-    prefill: str = "whole"
-    max_batched_tokens: int = Field(8192, ge=1)
-    kv_memory_gib: float | None = Field(None, gt=0)
-    replicas: int = Field(1, ge=1)
-    router: str = "round-robin"
-    map_depth: bool = False
-    seed: int = 0
-    shadow_rate: float = Field(0.0, ge=0, le=1)
-    kill_at: float | None = Field(None, ge=0)
-
-    @model_validator(mode="after")
-    def _one_load(self) -> SimulationRequest:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.kv is not None and self.kv not in KV_POLICIES:
-            raise ValueError(f"--kv {self.kv!r} is not one of {', '.join(KV_POLICIES)}")
-        given = [n for n in ("rate", "arrivals", "concurrency") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of --rate, --arrivals, --concurrency (got {given})")
-        if self.router not in ("round-robin", "least-work"):
-            raise ValueError(f"--router {self.router!r} is not round-robin or least-work")
-        return self
-
-    def strategy_config(self) -> StrategyConfig:
-        kv = self.kv or ("shared" if self.strategy == "selfspec" else "propagate")
-        return StrategyConfig(name=self.strategy, kv=kv, min_layer=self.min_layer,
-                              check_every=self.check_every,
-                              draft_layer=self.draft_layer, drafts=self.drafts)
-
-    def mix(self) -> dict[str, float] | None:
-        if not self.task_mix:
-            return None
-        try:
-            return {k.strip(): float(v) for k, v in (p.split("=") for p in self.task_mix.split(","))}
-        except ValueError as exc:
-            raise ValueError(f"--task-mix {self.task_mix!r}: expected task=share,... ") from exc
-
-    def workload(self):
-        n = self.requests or DEFAULT_REQUESTS
-        lengths = {"prompt": (self.prompt_len,) * 2, "output": (self.output_len,) * 2}
-        if self.arrivals:
-            return azure(self.arrivals, self.requests, self.time_scale, self.max_prompt, self.max_output)
-        if self.concurrency:
-            return closed_loop(self.concurrency, n, self.seed, **lengths)
-        if self.burstiness:
-            return bursty(self.rate, n, self.seed, self.burstiness, **lengths)
-        return poisson(self.rate, n, self.seed, **lengths)
-
-
-def prepare(req: SimulationRequest):
-    """Load and cross-check every input; raises before any simulation work."""
-    strategy = req.strategy_config()
-    cost = CostModel.load(req.profile)
-    trace = read_trace(req.trace)
-    policy = load_policy(req.policy) if req.policy else None
-    if policy is not None:
-        policy.check_model(trace.meta.model_sha256, f"trace {req.trace}")
-    foreign = cost.meta.model_sha256 and trace.meta.model_sha256 != cost.meta.model_sha256
-    if foreign and not req.map_depth:
-        raise ValueError(f"{req.profile}: profiled model {cost.meta.model_sha256[:12]}… is not the "
-                         f"trace's model {trace.meta.model_sha256[:12]}…")
-    behaviour = from_trace(trace, policy, cost.meta.model.n_layers, req.map_depth)
-    mem = cost.meta.memory
-    capacity = (req.kv_memory_gib * 2**30 if req.kv_memory_gib else
-                0.9 * (mem["device_memory_bytes"] - mem["weights_bytes"]))
-    if capacity <= 0:
-        raise ValueError(f"{req.profile}: the weights ({mem['weights_bytes'] / 2**30:.1f} GiB) leave "
-                         f"no memory for KV; give --kv-memory")
-    sched = SchedulerConfig(batching=req.batching, max_batch=req.max_batch, prefill=req.prefill,
-                            max_batched_tokens=req.max_batched_tokens,
-                            kv_capacity_bytes=int(capacity))
-    return cost, behaviour, req.workload(), strategy, sched
-
-
-def run_simulation(req: SimulationRequest, out: Path | None = None) -> SimResult:
+def run_simulation(req: SimulationRequest, out: Path | None = None) -> RunResult:
     cost, behaviour, workload, strategy, sched = prepare(req)
     result = simulate(cost, behaviour, workload, strategy, sched, replicas=req.replicas,
                       router=req.router, task_mix=req.mix(), seed=req.seed,
@@ -130,36 +20,4 @@ def run_simulation(req: SimulationRequest, out: Path | None = None) -> SimResult
         write_parquet_atomic(result.requests, out / "requests.parquet", "{}")
         write_parquet_atomic(result.series, out / "series.parquet", "{}")
         write_json_atomic(out / "summary.json", result.summary)
-    return result
-
-
-def run_measurement(req: SimulationRequest, out: Path | None = None) -> SimResult:
-    """The same request measured on the real model (the profile must be of the reference
-    model): the per-request table and summary, plus the environment, in the same files."""
-    import pandas as pd
-    import torch
-
-    from eesim.engine.measure import measure, realised_trace
-    from eesim.model import load_checkpoint
-    from eesim.profile.env import environment
-    from eesim.trace import write_trace
-
-    cost, behaviour, workload, strategy, sched = prepare(req)
-    ckpt = load_checkpoint()
-    if cost.meta.model_sha256 != ckpt.sha256:
-        raise ValueError(f"{req.profile}: eesim measure runs the reference model "
-                         f"({ckpt.sha256[:12]}…); this profile is of '{cost.meta.model_name}'")
-    realised: dict = {}
-    requests, summary = measure(ckpt, behaviour, workload, strategy, sched, task_mix=req.mix(),
-                                seed=req.seed, realised=realised)
-    summary.update({"measured": True, "profile": cost.label, "strategy": strategy.model_dump(),
-                    "workload": workload.source, "request": req.model_dump(mode="json"),
-                    "environment": environment(torch.device("cpu"), torch.float32),
-                    "extrapolated": False, "depth_mapped_from": None})
-    result = SimResult(requests, summary, pd.DataFrame())
-    if out is not None:
-        write_parquet_atomic(requests, out / "requests.parquet", "{}")
-        write_json_atomic(out / "summary.json", summary)
-        write_trace(realised_trace(realised, requests, ckpt.sha256, ckpt.model.cfg.n_layers, strategy),
-                    out / "realised.parquet")
     return result

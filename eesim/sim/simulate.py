@@ -8,7 +8,6 @@ in SimPy are broken by its event counter, and nothing reads the wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -16,21 +15,14 @@ import pandas as pd
 import simpy
 
 from eesim.costmodel import CostModel
-from eesim.metrics import summarize
+from eesim.metrics import RunResult, summarize
 from eesim.plan.strategies import StrategyConfig
+from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
+from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
-from eesim.sim.behaviour import Behaviour, layer_map
 from eesim.sim.replica import Replica
-from eesim.sim.workload import Workload
 
 Router = Literal["round-robin", "least-work"]
-
-
-@dataclass
-class SimResult:
-    requests: pd.DataFrame
-    summary: dict
-    series: pd.DataFrame
 
 
 class Simulation:
@@ -165,7 +157,7 @@ class Simulation:
 def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
              sched: SchedulerConfig, *, replicas: int = 1, router: Router = "round-robin",
              task_mix: dict[str, float] | None = None, seed: int = 0, shadow_rate: float = 0.0,
-             kill_at: float | None = None, binding: np.ndarray | None = None) -> SimResult:
+             kill_at: float | None = None, binding: np.ndarray | None = None) -> RunResult:
     """Run the workload through `replicas` replicas serving with `strategy`; `shadow_rate` of
     early-exited tokens also run to full depth; from `kill_at` seconds on, exits are off.
     `binding` names each request's trace request outright (else drawn by `task_mix`)."""
@@ -211,36 +203,4 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
         "workload": workload.source,
     })
     series = pd.DataFrame(sim.series, columns=["time_s", "replica", "batch", "queue", "memory_bytes"])
-    return SimResult(requests, summary, series)
-
-
-def draft_trace_layer(behaviour: Behaviour, draft_layer: int) -> int:
-    """The trace layer whose exits stand for drafting with layers 1..draft_layer (by relative
-    depth when the trace was recorded on a model of another depth)."""
-    trace_layers = behaviour.mapped_from or behaviour.n_layers
-    return int(layer_map(trace_layers, behaviour.n_layers)[
-        max(0, min(trace_layers, round(draft_layer * trace_layers / behaviour.n_layers)) - 1)])
-
-
-def bind_requests(behaviour: Behaviour, n: int, task_mix: dict[str, float] | None, seed: int,
-                  binding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each request's task and trace request: drawn by the mix (even over the trace's tasks by
-    default), or given outright as `binding`."""
-    if binding is not None:
-        binding = np.asarray(binding, np.int64)
-        if len(binding) != n or binding.min() < 0 or binding.max() >= len(behaviour.tasks):
-            raise ValueError(f"binding must name one of the trace's {len(behaviour.tasks)} requests "
-                             f"for each of {n} requests")
-        return behaviour.tasks[binding], binding
-    tasks = assign_tasks(n, task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))}, seed)
-    return tasks, behaviour.bind(tasks, seed)
-
-
-def assign_tasks(n: int, mix: dict[str, float], seed: int) -> np.ndarray:
-    """A task class per request, drawn by the mix's shares (seeded)."""
-    if not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
-        raise ValueError(f"task mix must have non-negative shares summing above 0, got {mix}")
-    names = sorted(mix)
-    p = np.array([mix[t] for t in names], float)
-    rng = np.random.default_rng([seed, 1])
-    return np.array(names)[rng.choice(len(names), n, p=p / p.sum())]
+    return RunResult(requests, summary, series)

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import eesim
 from eesim.io import read_parquet_with_meta, write_parquet_atomic
+from eesim.paths import committed
 
 SCHEMA_VERSION = 1
-REFERENCE_TRACE = Path(__file__).resolve().parents[2] / "traces" / "reference-greedy.parquet"
+REFERENCE_TRACE = committed("traces", "reference-greedy.parquet")
 Kind = Literal["full", "exits", "accept"]
 
 # column -> (numpy kind, required) per trace kind; "S" marks strings.

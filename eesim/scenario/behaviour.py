@@ -168,3 +168,34 @@ def bit(bits: np.ndarray, layer) -> np.ndarray:
     shift = (np.asarray(layer, dtype=np.int64) - 1).astype(np.uint64)
     return (np.right_shift(bits, shift) & np.uint64(1)).astype(bool)
 
+
+def draft_trace_layer(behaviour: Behaviour, draft_layer: int) -> int:
+    """The trace layer whose exits stand for drafting with layers 1..draft_layer (by relative
+    depth when the trace was recorded on a model of another depth)."""
+    trace_layers = behaviour.mapped_from or behaviour.n_layers
+    return int(layer_map(trace_layers, behaviour.n_layers)[
+        max(0, min(trace_layers, round(draft_layer * trace_layers / behaviour.n_layers)) - 1)])
+
+
+def bind_requests(behaviour: Behaviour, n: int, task_mix: dict[str, float] | None, seed: int,
+                  binding: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's task and trace request: drawn by the mix (even over the trace's tasks by
+    default), or given outright as `binding`."""
+    if binding is not None:
+        binding = np.asarray(binding, np.int64)
+        if len(binding) != n or binding.min() < 0 or binding.max() >= len(behaviour.tasks):
+            raise ValueError(f"binding must name one of the trace's {len(behaviour.tasks)} requests "
+                             f"for each of {n} requests")
+        return behaviour.tasks[binding], binding
+    tasks = assign_tasks(n, task_mix or {t: 1.0 for t in sorted(set(behaviour.tasks))}, seed)
+    return tasks, behaviour.bind(tasks, seed)
+
+
+def assign_tasks(n: int, mix: dict[str, float], seed: int) -> np.ndarray:
+    """A task class per request, drawn by the mix's shares (seeded)."""
+    if not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError(f"task mix must have non-negative shares summing above 0, got {mix}")
+    names = sorted(mix)
+    p = np.array([mix[t] for t in names], float)
+    rng = np.random.default_rng([seed, 1])
+    return np.array(names)[rng.choice(len(names), n, p=p / p.sum())]

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-AZURE_DIR = Path(__file__).resolve().parents[2] / "traces" / "azure-llm-inference-2023"
+from eesim.paths import committed
+
+AZURE_DIR = committed("traces", "azure-llm-inference-2023")
 AZURE = {"azure-code": "AzureLLMInferenceTrace_code.csv", "azure-conv": "AzureLLMInferenceTrace_conv.csv"}
 
 
