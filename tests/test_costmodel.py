@@ -108,11 +108,21 @@ def test_unknown_terms_and_negative_times_are_refused():
         CostModel(prof).cost("warp", 1)
 
 
-def test_without_nvml_device_facts_are_none():
-    assert nvml_facts() is None and nvml_used_bytes() is None  # this machine has no GPU
-    assert resolve_device("auto").type == "cpu"
-    with pytest.raises(ValueError, match="no CUDA device"):
-        resolve_device("cuda")
+def test_device_facts_follow_the_machine():
+    """Without a GPU: no NVML facts, `auto` is the CPU and `cuda` is refused; with one, NVML
+    (where the driver answers) reports its memory and `auto` picks it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        assert nvml_facts() is None and nvml_used_bytes() is None
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+        return
+    facts = nvml_facts()
+    if facts is not None:
+        assert facts["memory_total_bytes"] > 0 and 0 <= nvml_used_bytes() <= facts["memory_total_bytes"]
+    assert resolve_device("auto").type == "cuda" and resolve_device("cuda").type == "cuda"
 
 
 def test_model_shapes_by_name_and_from_hf_config(tmp_path):

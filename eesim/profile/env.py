@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import eesim
+from eesim.paths import ROOT
 
 
 def resolve_device(device: str) -> torch.device:
@@ -77,7 +78,7 @@ def _text(value) -> str:
 
 def git_revision() -> str | None:
     """The source tree's git revision (with '+dirty' for local changes), or None."""
-    root = Path(eesim.__file__).resolve().parent.parent
+    root = ROOT or Path(eesim.__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5)
