@@ -23,7 +23,9 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batching: Literal["continuous", "static"] = "continuous"
+    batching: Literal["continuous", "static"] = Field(
+        "continuous", description="continuous (iteration-level: rows join as others leave) | "
+                                  "static (a new batch when the last has finished)")
     prefill: Literal["whole", "chunked"] = Field(
         "whole", description="whole: a prompt in one step; chunked: at most max_batched_tokens "
                              "prompt tokens per step, decode steps interleaved")

@@ -10,54 +10,55 @@ field-named validation; `answer()` runs the SimPy simulation. Same question, sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from eesim.costmodel import CostModel
-from eesim.metrics import per_request
-from eesim.plan.strategies import STRATEGIES, StrategyConfig
+from eesim.plan.strategies import KVPolicy, StrategyConfig, StrategyName
 from eesim.policy.policy import SIGNALS, ExitPolicy
-from eesim.policy.replay import replay
-from eesim.scenario.behaviour import from_trace
-from eesim.scenario.workload import poisson
+from eesim.scenario.options import DEFAULT_REQUESTS, LoadOptions, ServingOptions, kv_capacity
 from eesim.sched import SchedulerConfig
-from eesim.sim.simulate import simulate
-from eesim.trace import ExitTrace
 
+if TYPE_CHECKING:  # the question loads light (the CLI declares flags from it); answers load the rest
+    import pandas as pd
+
+    from eesim.costmodel import CostModel
+    from eesim.trace import ExitTrace
+
+_strategy = StrategyConfig.model_fields
+_load = LoadOptions.model_fields
+_serving = ServingOptions.model_fields
 THRESHOLD_RANGE = {"max_prob": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (0.0, 8.0)}
 # static: 1..n_layers; risk needs a fitted risk model (eesim calibrate --signal risk: a policy file)
 
 
 class WhatIf(BaseModel):
     """One configuration to predict. `threshold` None means never exit early (the baseline);
-    `rate` is Poisson requests per second across all replicas."""
+    `rate` is Poisson requests per second across all replicas. Every option that `eesim
+    simulate` also takes is declared there once (its default, bounds and description) and
+    reused here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: str = "compact"
-    draft_layer: int = Field(4, ge=1)
-    drafts: int = Field(4, ge=1)
-    signal: str = "max_prob"
-    threshold: float | None = 0.9
-    min_layer: int = Field(1, ge=1)
-    max_batch: int = Field(16, ge=1)
-    rate: float = Field(20.0, gt=0)
-    replicas: int = Field(1, ge=1)
-    requests: int = Field(1000, ge=1)
-    prompt_len: int = Field(64, ge=1)
-    output_len: int = Field(128, ge=1)
-    kv_memory_gib: float | None = Field(None, gt=0)
-    shadow_rate: float = Field(0.0, ge=0, le=1)
-    seed: int = 0
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"strategy {value!r} is not one of {', '.join(STRATEGIES)}")
-        return value
+    strategy: StrategyName = _strategy["name"]
+    kv: KVPolicy | None = _strategy["kv"]
+    draft_layer: int = _strategy["draft_layer"]
+    drafts: int = _strategy["drafts"]
+    min_layer: int = _strategy["min_layer"]
+    check_every: int = _strategy["check_every"]
+    horizon: int = _strategy["horizon"]
+    signal: str = Field("max_prob", description="The exit signal: max_prob | margin | entropy | static.")
+    threshold: float | None = Field(0.9, description="The signal's threshold (None: never exit).")
+    max_batch: int = SchedulerConfig.model_fields["max_batch"]
+    rate: float = Field(20.0, gt=0, description="Poisson arrivals per second, all replicas together.")
+    replicas: int = _serving["replicas"]
+    requests: int = Field(DEFAULT_REQUESTS, ge=1, description="Requests simulated.")
+    prompt_len: int = _load["prompt_len"]
+    output_len: int = _load["output_len"]
+    kv_memory_gib: float | None = _serving["kv_memory_gib"]
+    shadow_rate: float = _serving["shadow_rate"]
+    seed: int = _load["seed"]
 
     @field_validator("signal")
     @classmethod
@@ -67,9 +68,9 @@ class WhatIf(BaseModel):
         return value
 
     def strategy_config(self) -> StrategyConfig:
-        kv = "shared" if self.strategy == "selfspec" else "propagate"
-        return StrategyConfig(name=self.strategy, kv=kv, min_layer=self.min_layer,
-                              draft_layer=self.draft_layer, drafts=self.drafts)
+        return StrategyConfig(name=self.strategy, kv=self.kv, min_layer=self.min_layer,
+                              check_every=self.check_every, draft_layer=self.draft_layer,
+                              drafts=self.drafts, horizon=self.horizon)
 
     def policy(self, trace: ExitTrace) -> ExitPolicy | None:
         """A policy with one threshold for every task, for the trace's model (None: no exits)."""
@@ -93,23 +94,18 @@ class Answer:
     trace_layers: int
 
 
-def kv_capacity(cost: CostModel, gib: float | None) -> int:
-    """Bytes for KV blocks: as given, else 90% of the device's memory left by the weights."""
-    if gib is not None:
-        return int(gib * 2**30)
-    mem = cost.meta.memory
-    free = 0.9 * (mem["device_memory_bytes"] - mem["weights_bytes"])
-    if free <= 0:
-        raise ValueError(f"{cost.profile.where}: the weights leave no memory for KV; give kv_memory_gib")
-    return int(free)
-
-
 def answer(cost: CostModel, trace: ExitTrace, q: WhatIf, policy: ExitPolicy | None = None,
            depths: bool = True) -> Answer:
     """Simulate the question on the profile; `policy` overrides the question's signal and
     threshold (a calibrated policy file). A trace of another depth than the profile's model is
     mapped by relative depth, and the summary says so (`depth_mapped_from`). `depths=False`
     skips the per-token exit depths (sweeps do not show them)."""
+    from eesim.metrics import per_request
+    from eesim.policy.replay import replay
+    from eesim.scenario.behaviour import from_trace
+    from eesim.scenario.workload import poisson
+    from eesim.sim.simulate import simulate
+
     policy = policy if policy is not None else q.policy(trace)
     n_layers = cost.meta.model.n_layers
     behaviour = from_trace(trace, policy, n_layers, map_depth=trace.meta.n_layers != n_layers)

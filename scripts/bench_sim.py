@@ -45,8 +45,7 @@ def main() -> None:
     print("| strategy | wall time | simulated tokens/s of wall time | TPOT mean | TTFT mean | "
           "throughput | layers/token |\n|---|---|---|---|---|---|---|")
     for name in args.strategies.split(","):
-        cfg = StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate",
-                             draft_layer=16)
+        cfg = StrategyConfig(name=name, draft_layer=16)
         start = time.perf_counter()
         s = simulate(cost, behaviour, workload, cfg, sched).summary
         wall = time.perf_counter() - start

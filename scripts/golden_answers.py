@@ -57,23 +57,37 @@ def questions() -> list[dict]:
 
 def answer(q: dict) -> dict:
     """The simulator's numbers for one question (flattened summary, per-request sums)."""
+    from eesim.plan.strategies import StrategyConfig
     from eesim.policy.policy import ExitPolicy
+    from eesim.scenario.options import LoadOptions, ServingOptions
     from eesim.scenario.request import SimulationRequest
+    from eesim.sched import SchedulerConfig
     from eesim.sim.run import run_simulation
     from eesim.trace import read_trace
 
-    fields = dict(q)
-    spec = fields.pop("policy")
-    fields.pop("horizon")  # not a flag of eesim simulate yet: its default (128) is stated here
-    trace = read_trace(ROOT / fields["trace"])
+    spec = q["policy"]
+    trace = read_trace(ROOT / q["trace"])
     policy = ExitPolicy(signal=spec["signal"], thresholds={"*": spec["threshold"]},
                         min_layer=1, model_sha256=trace.meta.model_sha256,
                         n_layers=trace.meta.n_layers)
+    given = dict(q, name=q["strategy"])
+
+    def pick(model):
+        return {f: given[f] for f in model.model_fields if f in given}
+
+    models = (StrategyConfig, LoadOptions, SchedulerConfig, ServingOptions)
+    unused = set(q) - {"profile", "trace", "policy", "strategy"} - {
+        f for m in models for f in m.model_fields}
+    if unused:
+        raise ValueError(f"question options that no concern takes: {sorted(unused)}")
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "policy.json"
         path.write_text(policy.model_dump_json())
-        fields.update(profile=ROOT / fields["profile"], trace=ROOT / fields["trace"], policy=path)
-        result = run_simulation(SimulationRequest(**fields))
+        req = SimulationRequest(profile=ROOT / q["profile"], trace=ROOT / q["trace"], policy=path,
+                                strategy=pick(StrategyConfig), load=pick(LoadOptions),
+                                scheduler=pick(SchedulerConfig), serving=pick(ServingOptions))
+        result = run_simulation(req)
     numbers = _flatten(result.summary, ("request", "strategy", "environment", "profile",
                                         "workload", "extrapolated_points"))
     table = result.requests

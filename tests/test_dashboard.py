@@ -66,7 +66,7 @@ def test_a_what_if_maps_a_trace_onto_a_deeper_analytic_model(trace):
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("strategy", "turbo", "strategy 'turbo' is not one of"),
+    ("strategy", "turbo", "strategy\\n  Input should be 'full', 'sync', 'compact'"),
     ("rate", -1.0, "greater than 0"),
     ("signal", "vibes", "signal 'vibes'"),
 ])

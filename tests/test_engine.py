@@ -77,7 +77,7 @@ def test_a_live_run_that_never_exits_decodes_exactly_at_full_depth(setup, name):
                         n_layers=8)
     outputs: dict = {}
     measure(ckpt, behaviour, closed_loop(2, 4, 0, prompt=(10, 10), output=(12, 12)),
-            StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate"),
+            StrategyConfig(name=name),
             SchedulerConfig(max_batch=2), live=policy, outputs=outputs)
     model = ckpt.model
     for request in outputs.values():

@@ -43,7 +43,7 @@ def cost():
 
 
 def strategy(name: str) -> StrategyConfig:
-    return StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate")
+    return StrategyConfig(name=name)
 
 
 def run(cost, behaviour, name, workload=None, strategy_kv=None, **kw):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from eesim.cli.common import app, console, fail, progress, user_errors
+from eesim.cli.common import app, console, fail, flag, progress, user_errors
+from eesim.whatif import WhatIf
 
 LOCAL_RAY = "local"  # `--ray` given without an address (see eesim.cli.main)
 
@@ -62,10 +63,10 @@ def plan(
     budget: float = typer.Option(None, help="Quality budget: largest quality delta (e.g. 0.02)."),
     strategies: str = typer.Option("full,sync,compact,regroup,selfspec,monotone",
                                    help="Comma-separated strategies to size."),
-    max_batch: int = typer.Option(64, help="Rows decoded together per replica."),
-    requests: int = typer.Option(500, help="Requests simulated per probe."),
-    output_len: int = typer.Option(128, help="Output tokens per request."),
-    prompt_len: int = typer.Option(64, help="Prompt tokens per request."),
+    max_batch: int = flag(WhatIf, "max_batch"),
+    requests: int = flag(WhatIf, "requests"),
+    output_len: int = flag(WhatIf, "output_len"),
+    prompt_len: int = flag(WhatIf, "prompt_len"),
     draft_layer: int = typer.Option(None, help="selfspec draft layer (default: a quarter of the depth)."),
     max_replicas: int = typer.Option(256, help="Give up above this many replicas."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
@@ -77,7 +78,6 @@ def plan(
     from eesim.costmodel import CostModel
     from eesim.plan.strategies import STRATEGIES
     from eesim.trace import read_trace
-    from eesim.whatif import WhatIf
 
     try:
         names = tuple(s.strip() for s in strategies.split(",") if s.strip())

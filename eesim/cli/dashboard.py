@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
-from eesim.cli.common import app, console, fail, user_errors
+from eesim.cli.common import app, console, fail, flag, user_errors
 from eesim.paths import committed
+from eesim.whatif import WhatIf
 
 APP = committed("dashboards", "app.py")
 MAX_UPLOAD_MB = 50
@@ -37,16 +38,16 @@ def report(
                                                           "committed reference trace)."),
     policy_file: Path = typer.Option(None, "--policy", help="Exit policy JSON (default: --signal "
                                                             "and --threshold for every task)."),
-    strategy: str = typer.Option("compact", help="The strategy under review (all are compared)."),
-    signal: str = typer.Option("max_prob", help="max_prob | margin | entropy | static"),
-    threshold: float = typer.Option(0.9, help="The signal's threshold."),
-    draft_layer: int = typer.Option(4, help="selfspec: draft with layers 1..E."),
-    drafts: int = typer.Option(4, help="selfspec: tokens drafted per step."),
-    max_batch: int = typer.Option(16, help="Rows decoded together."),
-    rate: float = typer.Option(20.0, help="Poisson arrivals per second."),
-    replicas: int = typer.Option(1, help="Replicas."),
-    requests: int = typer.Option(1000, help="Requests simulated."),
-    output_len: int = typer.Option(128, help="Output tokens per request."),
+    strategy: str = flag(WhatIf, "strategy"),
+    signal: str = flag(WhatIf, "signal"),
+    threshold: float = flag(WhatIf, "threshold"),
+    draft_layer: int = flag(WhatIf, "draft_layer"),
+    drafts: int = flag(WhatIf, "drafts"),
+    max_batch: int = flag(WhatIf, "max_batch"),
+    rate: float = flag(WhatIf, "rate"),
+    replicas: int = flag(WhatIf, "replicas"),
+    requests: int = flag(WhatIf, "requests"),
+    output_len: int = flag(WhatIf, "output_len"),
     validation: Path = typer.Option(None, help="validation.parquet to include (default: the "
                                                "profile's device folder's, if any)."),
     out: Path = typer.Option(Path("eesim-report.html"), help="HTML file to write."),
@@ -58,7 +59,6 @@ def report(
     from eesim.policy.policy import load_policy
     from eesim.report import gather, render
     from eesim.trace import REFERENCE_TRACE, read_trace
-    from eesim.whatif import WhatIf
 
     profile_file = profile_file or committed("profiles", "cpu", "ref.parquet")
     trace_file = trace_file or REFERENCE_TRACE

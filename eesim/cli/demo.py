@@ -118,7 +118,7 @@ def _demo_simulations(trace_, policy, cost, out: Path) -> None:
     typer.echo("|---|---|---|---|---|---|")
     with console.status("simulating every strategy"):
         for name in STRATEGIES:
-            cfg = StrategyConfig(name=name, kv="shared" if name == "selfspec" else "propagate")
+            cfg = StrategyConfig(name=name)
             s = run_sim(cost, behaviour, workload, cfg, SchedulerConfig(max_batch=16)).summary
             write_json_atomic(out / f"{name}.json", s)
             typer.echo(f"| {name} | {s['tpot_s']['mean'] * 1e3:.2f} ms | "

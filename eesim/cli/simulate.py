@@ -8,7 +8,10 @@ from pathlib import Path
 
 import typer
 
-from eesim.cli.common import app, console, fail, user_errors
+from eesim.cli.common import FLAG_NAMES, app, console, fail, fields_of, flag, user_errors
+from eesim.plan.strategies import StrategyConfig
+from eesim.scenario.options import LoadOptions, ServingOptions
+from eesim.sched import SchedulerConfig
 
 
 @app.command()
@@ -17,37 +20,35 @@ def simulate(
     profile_file: Path = typer.Option(..., "--profile", help="Profile (measured or analytic)."),
     trace_file: Path = typer.Option(..., "--trace", help="A full exit trace."),
     policy_file: Path = typer.Option(None, "--policy", help="Exit policy JSON (default: never exit)."),
-    strategy: str = typer.Option("full", help="full | sync | compact | regroup | selfspec | monotone"),
-    draft_layer: int = typer.Option(4, help="selfspec: draft with layers 1..E."),
-    drafts: int = typer.Option(4, help="selfspec: tokens drafted per step."),
-    kv: str = typer.Option(None, help="propagate | defer | shared (default: shared for selfspec)."),
-    min_layer: int = typer.Option(1, help="No exit check before this layer."),
-    check_every: int = typer.Option(1, help="Exit checks only at every N-th layer."),
-    rate: float = typer.Option(None, help="Poisson arrivals per second."),
-    burstiness: float = typer.Option(None, help="Gamma arrivals with this coefficient of variation."),
-    arrivals: str = typer.Option(None, help="Replay azure-code | azure-conv."),
-    time_scale: float = typer.Option(1.0, help="Replay speed-up (2 = twice the load)."),
-    concurrency: int = typer.Option(None, help="Closed loop with N users."),
-    requests: int = typer.Option(None, help="Requests (default: 1000; all of a replayed log)."),
-    prompt_len: int = typer.Option(64, help="Synthetic prompt length."),
-    output_len: int = typer.Option(128, help="Synthetic output length."),
-    max_prompt: int = typer.Option(None, help="Replay: clip prompts to this length."),
-    max_output: int = typer.Option(None, help="Replay: clip outputs to this length."),
-    task_mix: str = typer.Option(None, help="e.g. prose=1,code=1,json=2 (default: even)."),
-    max_batch: int = typer.Option(16, help="Rows decoded together."),
-    batching: str = typer.Option("continuous", help="continuous | static"),
-    prefill: str = typer.Option("whole", help="whole | chunked"),
-    max_batched_tokens: int = typer.Option(8192, help="Prompt tokens prefilled per step."),
-    kv_memory: float = typer.Option(None, help="GiB for KV blocks (default: device memory less "
-                                                "weights, 90%)."),
-    replicas: int = typer.Option(1, help="Replicas behind the router."),
-    router: str = typer.Option("round-robin", help="round-robin | least-work"),
-    map_depth: bool = typer.Option(False, "--map-depth", help="Map a trace of another depth "
-                                                              "by relative depth."),
-    seed: int = typer.Option(0, help="Seed for arrivals and request binding."),
-    shadow_rate: float = typer.Option(0.0, help="Share of early-exited tokens also run to full "
-                                                "depth (drift watch)."),
-    kill_at: float = typer.Option(None, help="Kill switch: exits off from this simulated second."),
+    strategy: str = flag(StrategyConfig, "name", "--strategy"),
+    draft_layer: int = flag(StrategyConfig, "draft_layer"),
+    drafts: int = flag(StrategyConfig, "drafts"),
+    kv: str = flag(StrategyConfig, "kv"),
+    min_layer: int = flag(StrategyConfig, "min_layer"),
+    check_every: int = flag(StrategyConfig, "check_every"),
+    horizon: int = flag(StrategyConfig, "horizon"),
+    rate: float = flag(LoadOptions, "rate"),
+    burstiness: float = flag(LoadOptions, "burstiness"),
+    arrivals: str = flag(LoadOptions, "arrivals"),
+    time_scale: float = flag(LoadOptions, "time_scale"),
+    concurrency: int = flag(LoadOptions, "concurrency"),
+    requests: int = flag(LoadOptions, "requests"),
+    prompt_len: int = flag(LoadOptions, "prompt_len"),
+    output_len: int = flag(LoadOptions, "output_len"),
+    max_prompt: int = flag(LoadOptions, "max_prompt"),
+    max_output: int = flag(LoadOptions, "max_output"),
+    task_mix: str = flag(LoadOptions, "task_mix"),
+    seed: int = flag(LoadOptions, "seed"),
+    max_batch: int = flag(SchedulerConfig, "max_batch"),
+    batching: str = flag(SchedulerConfig, "batching"),
+    prefill: str = flag(SchedulerConfig, "prefill"),
+    max_batched_tokens: int = flag(SchedulerConfig, "max_batched_tokens"),
+    kv_memory: float = flag(ServingOptions, "kv_memory_gib", "--kv-memory"),
+    replicas: int = flag(ServingOptions, "replicas"),
+    router: str = flag(ServingOptions, "router"),
+    map_depth: bool = flag(ServingOptions, "map_depth", "--map-depth"),
+    shadow_rate: float = flag(ServingOptions, "shadow_rate"),
+    kill_at: float = flag(ServingOptions, "kill_at"),
     out: Path = typer.Option(None, help="Folder for requests.parquet, summary.json, series.parquet."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -61,18 +62,14 @@ def simulate(
     else:
         from eesim.sim.run import run_simulation as run
 
+    given = dict(locals())
+    given.update({field: given[flag_name] for field, flag_name in FLAG_NAMES.items()})
     try:
         req = SimulationRequest(
-            profile=profile_file, trace=trace_file, policy=policy_file, strategy=strategy,
-            draft_layer=draft_layer, drafts=drafts, kv=kv, min_layer=min_layer,
-            check_every=check_every, rate=rate,
-            burstiness=burstiness, arrivals=arrivals, time_scale=time_scale,
-            concurrency=concurrency, requests=requests, prompt_len=prompt_len,
-            output_len=output_len, max_prompt=max_prompt, max_output=max_output,
-            task_mix=task_mix, max_batch=max_batch, batching=batching, prefill=prefill,
-            max_batched_tokens=max_batched_tokens, kv_memory_gib=kv_memory,
-            replicas=replicas, router=router, map_depth=map_depth, seed=seed,
-            shadow_rate=shadow_rate, kill_at=kill_at)
+            profile=profile_file, trace=trace_file, policy=policy_file,
+            strategy=fields_of(StrategyConfig, given), load=fields_of(LoadOptions, given),
+            scheduler=fields_of(SchedulerConfig, given, skip=("block_tokens", "kv_capacity_bytes")),
+            serving=fields_of(ServingOptions, given))
         with console.status("measuring on the model" if measured else "simulating"):
             result = run(req, out)
     except user_errors() as exc:

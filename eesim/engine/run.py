@@ -25,8 +25,8 @@ def run_measurement(req: SimulationRequest, out: Path | None = None) -> RunResul
         raise ValueError(f"{req.profile}: eesim measure runs the reference model "
                          f"({ckpt.sha256[:12]}…); this profile is of '{cost.meta.model_name}'")
     realised: dict = {}
-    requests, summary = measure(ckpt, behaviour, workload, strategy, sched, task_mix=req.mix(),
-                                seed=req.seed, realised=realised)
+    requests, summary = measure(ckpt, behaviour, workload, strategy, sched, task_mix=req.load.mix(),
+                                seed=req.load.seed, realised=realised)
     summary.update({"measured": True, "profile": cost.label, "strategy": strategy.model_dump(),
                     "workload": workload.source, "request": req.model_dump(mode="json"),
                     "environment": environment(torch.device("cpu"), torch.float32),

@@ -10,7 +10,7 @@ R rows (the simulator prices K steps at once; the engine runs K = 1).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,8 +27,10 @@ from eesim.plan.ops import (
     Regroup,
 )
 
-STRATEGIES = ("full", "sync", "compact", "regroup", "selfspec", "monotone")
-KV_POLICIES = ("propagate", "defer", "shared")
+StrategyName = Literal["full", "sync", "compact", "regroup", "selfspec", "monotone"]
+KVPolicy = Literal["propagate", "defer", "shared"]
+STRATEGIES = get_args(StrategyName)
+KV_POLICIES = get_args(KVPolicy)
 
 
 class StrategyConfig(BaseModel):
@@ -36,18 +38,29 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["full", "sync", "compact", "regroup", "selfspec", "monotone"] = "full"
-    kv: Literal["propagate", "defer", "shared"] = Field(
-        "propagate", description="KV of skipped layers: propagate (CALM: projected from the exit "
-                                 "state at once), defer (EE-LLM: recomputed with the row's next "
-                                 "token that reaches the layer, as a catch-up chunk), shared "
-                                 "(LayerSkip self-speculation)")
+    name: StrategyName = Field(
+        "full", description="full | sync | compact | regroup | selfspec | monotone "
+                            "(docs/strategies.md).")
+    kv: KVPolicy = Field(
+        None, description="KV of skipped layers: propagate (CALM: projected from the exit state "
+                          "at once), defer (EE-LLM: recomputed with the row's next token that "
+                          "reaches the layer, as a catch-up chunk), shared (LayerSkip "
+                          "self-speculation); default shared for selfspec, else propagate.",
+        validate_default=False)
     min_layer: int = Field(1, ge=1, description="No exit check before this layer.")
     check_every: int = Field(1, ge=1, description="Exit checks only at layers divisible by this "
                                                   "(each check costs a full LM head).")
-    draft_layer: int = Field(4, ge=1, description="selfspec: layers 1..E draft.")
+    draft_layer: int = Field(4, ge=1, description="selfspec: draft with layers 1..E.")
     drafts: int = Field(4, ge=1, description="selfspec: tokens drafted per step (k).")
     horizon: int = Field(128, ge=1, description="monotone: tokens over which depth falls to min.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kv(cls, data):
+        """The KV policy's default depends on the strategy: the one place it is decided."""
+        if isinstance(data, dict) and data.get("kv") is None:
+            data = {**data, "kv": "shared" if data.get("name") == "selfspec" else "propagate"}
+        return data
 
     @model_validator(mode="after")
     def _kv_fits(self) -> StrategyConfig:

@@ -12,9 +12,10 @@ from eesim.sim.simulate import simulate
 
 def run_simulation(req: SimulationRequest, out: Path | None = None) -> RunResult:
     cost, behaviour, workload, strategy, sched = prepare(req)
-    result = simulate(cost, behaviour, workload, strategy, sched, replicas=req.replicas,
-                      router=req.router, task_mix=req.mix(), seed=req.seed,
-                      shadow_rate=req.shadow_rate, kill_at=req.kill_at)
+    serving = req.serving
+    result = simulate(cost, behaviour, workload, strategy, sched, replicas=serving.replicas,
+                      router=serving.router, task_mix=req.load.mix(), seed=req.load.seed,
+                      shadow_rate=serving.shadow_rate, kill_at=serving.kill_at)
     result.summary["request"] = req.model_dump(mode="json")
     if out is not None:
         write_parquet_atomic(result.requests, out / "requests.parquet", "{}")
