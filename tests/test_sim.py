@@ -18,6 +18,7 @@ from eesim.policy.replay import replay
 from eesim.scenario.behaviour import from_trace
 from eesim.scenario.workload import bursty, closed_loop, poisson
 from eesim.sched import SchedulerConfig
+from eesim.sim.replica import Stepping
 from eesim.sim.simulate import simulate
 from eesim.trace import read_trace
 
@@ -284,29 +285,24 @@ def test_defer_trades_kv_fill_for_catch_up_work(cost, trace, policy):
 
 
 @pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
-def test_bulk_stepping_equals_stepping_one_at_a_time(cost, trace, policy, name, monkeypatch):
+def test_bulk_stepping_equals_stepping_one_at_a_time(cost, trace, policy, name):
     """Pricing K steps per pass of the strategy is bookkeeping only: the same run, one step per
     pass, gives the same tokens, times and counters."""
-    import eesim.sim.replica as replica
 
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(80.0, 40, seed=9, output=(10, 50))
     bulk = run(cost, behaviour, name, workload, shadow_rate=0.2).requests
-    monkeypatch.setattr(replica, "BULK", 1)
-    single = run(cost, behaviour, name, workload, shadow_rate=0.2).requests
+    single = run(cost, behaviour, name, workload, shadow_rate=0.2, stepping=Stepping.PLAIN).requests
     pd.testing.assert_frame_equal(bulk, single, check_exact=False, rtol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["sync", "compact", "regroup", "monotone"])
-def test_bulk_stepping_equals_one_step_at_a_time_with_deferred_kv(cost, trace, policy, name,
-                                                                  monkeypatch):
-    import eesim.sim.replica as replica
+def test_bulk_stepping_equals_one_step_at_a_time_with_deferred_kv(cost, trace, policy, name):
 
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(80.0, 30, seed=12, output=(10, 40))
     bulk = run(cost, behaviour, name, workload, strategy_kv="defer").requests
-    monkeypatch.setattr(replica, "BULK", 1)
-    single = run(cost, behaviour, name, workload, strategy_kv="defer").requests
+    single = run(cost, behaviour, name, workload, strategy_kv="defer", stepping=Stepping.PLAIN).requests
     pd.testing.assert_frame_equal(bulk, single, check_exact=False, rtol=1e-9)
 
 
@@ -341,18 +337,15 @@ def test_a_yielded_operation_keeps_its_rows(trace, policy, name):
 
 @pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
 @pytest.mark.parametrize("budget", [8192, 96])
-def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name, budget,
-                                                        monkeypatch):
+def test_planning_arrivals_into_a_bulk_changes_nothing(cost, trace, policy, name, budget):
     """Arrivals planned into a bulk (admitted at the first step after they arrive) give the
     run that ending the bulk at every arrival gives, prefill budget per step included."""
-    import eesim.sim.replica as replica
-
     behaviour = from_trace(trace, policy, 8)
     workload = bursty(20.0, 120, seed=0, cv=3.0, prompt=(16, 80), output=(64, 160))
     sched = SchedulerConfig(max_batch=16, max_batched_tokens=budget)
     ahead = run(cost, behaviour, name, workload, sched=sched).requests
-    monkeypatch.setattr(replica, "LOOKAHEAD", False)
-    plain = run(cost, behaviour, name, workload, sched=sched).requests
+    plain = run(cost, behaviour, name, workload, sched=sched,
+                stepping=Stepping(lookahead=False)).requests
     pd.testing.assert_frame_equal(ahead, plain, check_exact=False, rtol=1e-9)
 
 
@@ -367,7 +360,6 @@ def test_planning_arrivals_into_rows_that_completions_free_changes_nothing(cost,
 
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(5.0, 120, seed=0, prompt=(16, 80), output=output)
-    monkeypatch.setattr(replica, "BULK", bulk)
     sched = SchedulerConfig(max_batch=4)
     past_free_rows = []
     price = replica.Replica._price
@@ -377,28 +369,25 @@ def test_planning_arrivals_into_rows_that_completions_free_changes_nothing(cost,
         past_free_rows.append(int((p.admit_at < p.k_steps).sum()) > self._room())
         return p
     monkeypatch.setattr(replica.Replica, "_price", counted)
-    ahead = run(cost, behaviour, name, workload, sched=sched).requests
+    ahead = run(cost, behaviour, name, workload, sched=sched, stepping=Stepping(bulk=bulk)).requests
     assert any(past_free_rows)  # the case under test happened
-    monkeypatch.setattr(replica, "LOOKAHEAD", False)
-    plain = run(cost, behaviour, name, workload, sched=sched).requests
+    plain = run(cost, behaviour, name, workload, sched=sched,
+                stepping=Stepping(bulk=bulk, lookahead=False)).requests
     pd.testing.assert_frame_equal(ahead, plain, check_exact=False, rtol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["full", *EARLY_EXIT])
 @pytest.mark.parametrize("budget", [8192, 100])
-def test_planning_queued_requests_into_a_bulk_changes_nothing(cost, trace, policy, name, budget,
-                                                              monkeypatch):
+def test_planning_queued_requests_into_a_bulk_changes_nothing(cost, trace, policy, name, budget):
     """Under overload a completion hands its row to the head of the queue a step later; a bulk
     that plans those admissions in gives the run that stepping one at a time gives (prompts
     admitted together within the prefill budget, arrivals queueing behind)."""
-    import eesim.sim.replica as replica
 
     behaviour = from_trace(trace, policy, 8)
     workload = poisson(400.0, 48, seed=5, prompt=(16, 80), output=(8, 40))
     sched = SchedulerConfig(max_batch=4, max_batched_tokens=budget)
     bulk = run(cost, behaviour, name, workload, sched=sched)
-    monkeypatch.setattr(replica, "BULK", 1)
-    single = run(cost, behaviour, name, workload, sched=sched)
+    single = run(cost, behaviour, name, workload, sched=sched, stepping=Stepping.PLAIN)
     pd.testing.assert_frame_equal(bulk.requests, single.requests, check_exact=False, rtol=1e-9)
     assert bulk.summary["prefill_tokens"] == single.summary["prefill_tokens"] == workload.prompt_len.sum()
 

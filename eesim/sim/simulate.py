@@ -20,7 +20,7 @@ from eesim.plan.strategies import StrategyConfig
 from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
 from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
-from eesim.sim.replica import Replica
+from eesim.sim.replica import Replica, Stepping
 
 Router = Literal["round-robin", "least-work"]
 
@@ -31,8 +31,10 @@ class Simulation:
     def __init__(self, cost: CostModel, behaviour: Behaviour, workload: Workload,
                  strategy: StrategyConfig, sched: SchedulerConfig, replicas: int,
                  router: Router, binding: np.ndarray, shadow_rate: float = 0.0,
-                 kill_at: float | None = None, seed: int = 0) -> None:
+                 kill_at: float | None = None, seed: int = 0,
+                 stepping: Stepping = Stepping()) -> None:
         self.shadow_rate, self.kill_at, self.seed = shadow_rate, kill_at, seed
+        self.stepping = stepping
         self.env = simpy.Environment()
         self.cost, self.behaviour, self.workload = cost, behaviour, workload
         self.strategy, self.router = strategy, router
@@ -157,10 +159,13 @@ class Simulation:
 def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy: StrategyConfig,
              sched: SchedulerConfig, *, replicas: int = 1, router: Router = "round-robin",
              task_mix: dict[str, float] | None = None, seed: int = 0, shadow_rate: float = 0.0,
-             kill_at: float | None = None, binding: np.ndarray | None = None) -> RunResult:
+             kill_at: float | None = None, binding: np.ndarray | None = None,
+             stepping: Stepping = Stepping()) -> RunResult:
     """Run the workload through `replicas` replicas serving with `strategy`; `shadow_rate` of
     early-exited tokens also run to full depth; from `kill_at` seconds on, exits are off.
-    `binding` names each request's trace request outright (else drawn by `task_mix`)."""
+    `binding` names each request's trace request outright (else drawn by `task_mix`).
+    `stepping` changes how the work is done, never the result (`Stepping.PLAIN`: one step at a
+    time)."""
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
     if not 0 <= shadow_rate <= 1:
@@ -173,7 +178,7 @@ def simulate(cost: CostModel, behaviour: Behaviour, workload: Workload, strategy
     cost.extrapolations.clear()
     tasks, binding = bind_requests(behaviour, len(workload), task_mix, seed, binding)
     sim = Simulation(cost, behaviour, workload, strategy, sched, replicas, router, binding,
-                     shadow_rate, kill_at, seed)
+                     shadow_rate, kill_at, seed, stepping)
     sim.env.run()
     if sim.completed != len(workload):
         raise RuntimeError(f"simulation ended with {sim.completed} of {len(workload)} completed")
