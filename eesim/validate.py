@@ -146,7 +146,7 @@ class Bench:
         a layer's factor depends on the context it decodes at), and price with them: the
         machine's speed drifts over minutes, the operations' timings do not change. The
         layer's factor at the largest of those row counts."""
-        from eesim.profile.bench import recalibrate
+        from eesim.profile.insitu import recalibrate
 
         counts = sorted(set(self.profile.table.loc[self.profile.table["term"] == "step", "rows"]))
         wanted = [r for r in counts if r <= max_batch] or counts[:1]

@@ -71,7 +71,7 @@ def main() -> None:
 
 def _own(profile):
     """Median seconds per point with the in-situ factor taken off (the operations' timings)."""
-    from eesim.profile.bench import own_timings
+    from eesim.profile.insitu import own_timings
 
     table = own_timings(profile)
     return table.set_index(["term", "rows", "query", "context"])["median_s"]

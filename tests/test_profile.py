@@ -108,7 +108,7 @@ def test_a_kv_fill_splits_into_its_call_and_per_layer_cost():
 def test_each_term_takes_its_own_in_situ_factor(tiny_profile):
     """A term measured at twice its profiled time inside engine passes gets a factor of 2, and
     no other term moves with it; operations without a factor of their own take the layer's."""
-    from eesim.profile.bench import IN_SITU_TERMS, InSitu, in_situ, own_timings
+    from eesim.profile.insitu import IN_SITU_TERMS, InSitu, in_situ, own_timings
 
     profile = read_profile(tiny_profile)
     own = Profile(own_timings(profile), profile.meta)
@@ -141,7 +141,7 @@ def test_recalibration_measures_the_factors_again_and_keeps_the_timings(tiny_pro
     import torch
 
     from eesim.model import EarlyExitLM
-    from eesim.profile.bench import own_timings, recalibrate
+    from eesim.profile.insitu import own_timings, recalibrate
 
     profile = read_profile(tiny_profile)
     torch.manual_seed(0)
