@@ -23,9 +23,10 @@ from eesim.metrics import summarize
 from eesim.model import Checkpoint, PagedKVCache
 from eesim.plan.strategies import StrategyConfig, plan
 from eesim.policy.policy import HIGHER_PASSES, ExitPolicy
+from eesim.policy.selfspec import timeline
 from eesim.profile.env import peak_rss, reset_peak_rss
 from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
-from eesim.scenario.controller import TraceController, speculation
+from eesim.scenario.controller import TraceController
 from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
 
@@ -351,8 +352,9 @@ def _decode_step(model, cache, behaviour, binding, strategy, rows, state, live, 
     else:
         ctl = EngineController(ex, behaviour, tokens, expected, generated[None, :])
         if selfspec:
-            ctl.drafted, ctl.accepted, _ = speculation(behaviour, draft_layer, binding[req],
-                                                       generated, remaining, strategy.drafts, 1)
+            ctl.drafted, ctl.accepted, _ = timeline(
+                behaviour.draft_runs(draft_layer, strategy.drafts), behaviour.offsets, binding[req],
+                generated, remaining, strategy.drafts, 1)
 
     class Batch:
         pass

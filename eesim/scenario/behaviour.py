@@ -15,6 +15,7 @@ import numpy as np
 
 from eesim.policy.policy import ExitPolicy, never_exit
 from eesim.policy.replay import policy_passes
+from eesim.policy.selfspec import runs_from
 from eesim.trace.schema import ExitTrace, TraceError
 
 
@@ -49,18 +50,10 @@ class Behaviour:
 
     def draft_runs(self, draft_layer: int, k: int) -> np.ndarray:
         """(N,) how many drafts in a row, at most k, agree with full depth from each token on
-        (following the request's wrap-around)."""
+        (following the request's wrap-around; tabled once per draft layer and k)."""
         key = (draft_layer, k)
         if key not in self._runs:
-            agree = bit(self.agree_bits, draft_layer)
-            runs = np.zeros(len(agree), np.int64)
-            for start, end in zip(self.offsets[:-1], self.offsets[1:], strict=True):
-                a = agree[start:end]
-                alive = np.ones(len(a), bool)
-                for u in range(k):
-                    alive &= np.roll(a, -u)
-                    runs[start:end] += alive
-            self._runs[key] = runs
+            self._runs[key] = runs_from(bit(self.agree_bits, draft_layer), self.offsets, k)
         return self._runs[key]
 
     def next_depths(self, min_layer: int, every: int, enabled: bool = True) -> np.ndarray:

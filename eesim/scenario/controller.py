@@ -1,7 +1,8 @@
 """The controller that reveals exits from a trace: the answers a strategy's plan asks for
 (which rows pass an exit check, where the next exit can be, drafts and acceptances), for K steps
 of R rows, read from the bound exit behaviour. The simulator prices the plan it drives; the
-engine executes it (replayed exits). `speculation` is greedy self-speculation's timeline.
+engine executes it (replayed exits). Self-speculation's drafts and acceptances come from the
+one replay, `eesim.policy.selfspec.timeline`.
 """
 
 from __future__ import annotations
@@ -100,29 +101,3 @@ class TraceController:
         """(K, R) emitted token differs from full depth (self-speculation never differs)."""
         emitted = self.exit_layer > 0
         return emitted & ~bit(self.agree_bits, np.maximum(self.exit_layer, 1))
-
-
-def speculation(behaviour: Behaviour, draft_layer: int, trace_request: np.ndarray,
-                start: np.ndarray, remaining: np.ndarray, k: int, steps: int):
-    """Per step and row: drafted, accepted and the starting position, for `steps` steps of
-    greedy self-speculation (drafts agree where the draft layer's exit agrees)."""
-    runs = behaviour.draft_runs(draft_layer, k)
-    rows = len(start)
-    drafted = np.zeros((steps, rows), np.int64)
-    accepted = np.zeros((steps, rows), np.int64)
-    position = np.zeros((steps, rows), np.int64)
-    offset = behaviour.offsets[trace_request]
-    length = behaviour.offsets[trace_request + 1] - offset    # token t reads t mod length
-    pos, left = start.astype(np.int64), remaining.astype(np.int64)
-    for s in range(steps):
-        position[s] = pos
-        if not (left > 0).any():  # every row done: nothing drafted from here on
-            position[s:] = pos
-            break
-        d = np.maximum(np.minimum(left - 1, k), 0)
-        a = np.minimum(runs[offset + pos % length], d)
-        drafted[s], accepted[s] = d, a
-        emitted = (a + 1) * (left > 0)
-        pos = pos + emitted
-        left = left - emitted
-    return drafted, accepted, position

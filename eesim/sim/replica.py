@@ -16,7 +16,8 @@ import numpy as np
 import simpy
 
 from eesim.plan.strategies import StrategyConfig, plan
-from eesim.scenario.controller import TraceController, speculation
+from eesim.policy.selfspec import timeline
+from eesim.scenario.controller import TraceController
 from eesim.sched import Row, Scheduler
 from eesim.sim.lookahead import PlansAhead
 from eesim.sim.pricer import Pricer
@@ -304,9 +305,10 @@ class Replica(PlansAhead):
         step = np.arange(k_steps)[:, None]
         selfspec = cfg.name == "selfspec" and exits_enabled
         if selfspec:
-            drafted, accepted, position = speculation(
-                sim.behaviour, sim.draft_trace_layer, trace_req, generated, remaining,
-                cfg.drafts, k_steps)
+            b = sim.behaviour
+            drafted, accepted, position = timeline(
+                b.draft_runs(sim.draft_trace_layer, cfg.drafts), b.offsets, trace_req, generated,
+                remaining, cfg.drafts, k_steps)
             drafted, accepted, position = (_delay(a, join) for a in (drafted, accepted, position))
             position = np.where(step >= join, position, generated)
             emitted = np.where(step >= join, np.minimum(accepted + 1, np.maximum(
