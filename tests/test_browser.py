@@ -50,8 +50,10 @@ def server():
         proc.kill()
         pytest.fail(f"dashboard did not start: {proc.stdout.read().decode()[-2000:]}")
     yield url
-    proc.terminate()
+    proc.terminate()  # one signal to `eesim dashboard` stops the server: no child survives it
     proc.wait(timeout=20)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
 
 def _settle(page) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -24,10 +24,13 @@ def dashboard(port: int = typer.Option(8501, min=1, max=65535, help="Port on 127
     if not APP.exists():
         fail(f"{APP}: the dashboard ships with the repository (pip install -e . from a clone)")
     console.print(f"eesim dashboard on http://127.0.0.1:{port}", highlight=False)
-    raise typer.Exit(subprocess.call([
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the process becomes Streamlit's (no child left behind): one signal stops the server
+    os.execv(sys.executable, [
         sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
         "--server.port", str(port), "--server.headless", str(headless).lower(),
-        "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false"]))
+        "--server.maxUploadSize", str(MAX_UPLOAD_MB), "--browser.gatherUsageStats", "false"])
 
 
 @app.command()
