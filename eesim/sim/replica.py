@@ -26,8 +26,8 @@ from eesim.sim.pricer import Pricer
 @dataclass(frozen=True)
 class Stepping:
     """How the simulator steps a replica. The results are the same for every setting (tests
-    hold them equal); only the work differs. `Stepping.PLAIN` is the plain path: one step per
-    pass of the strategy, every arrival and completion handled as it comes.
+    hold them equal); only the work differs. `Stepping.PLAIN` is the plain path
+    (eesim/sim/plain.py): one step at a time, each priced operation by operation.
 
     What the defaults buy: a bulk of 64 steps prices 64 decode steps for about the numpy calls
     of one, and the look-ahead keeps a bulk going across the arrivals and queued admissions it
@@ -37,11 +37,12 @@ class Stepping:
     bulk: int = 64  # decode steps planned and priced per pass of the strategy
     lookahead: bool = True  # plan arrivals and queued requests into a bulk (off: they end it)
     guesses: int = 2  # pricings of a bulk that plans arrivals in: guessed steps, then priced ones
+    plain: bool = False  # the plain replica and pricer (the reference path) instead of these
 
     PLAIN: ClassVar[Stepping]
 
 
-Stepping.PLAIN = Stepping(bulk=1, lookahead=False)
+Stepping.PLAIN = Stepping(bulk=1, lookahead=False, plain=True)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Replica(PlansAhead):
         self.step_s = 0.0  # the last decode step's length: sizes the next bulk
         self._decode_s: dict[int, float] = {}  # decode step seconds by rows (admission guesses)
         self._prefill_cache: dict[tuple, float] = {}
+        self._inflight: tuple[np.ndarray, np.ndarray] | None = None  # a bulk's step ends, tokens
         self.process = sim.env.process(self.run())
 
     def submit(self, row: Row) -> None:
@@ -87,8 +89,15 @@ class Replica(PlansAhead):
             self.wake.succeed()
 
     def outstanding(self) -> int:
-        """Tokens still to generate here (the least-outstanding-work router's key)."""
-        return sum(r.remaining for r in self.sched.running) + sum(r.remaining for r in self.sched.waiting)
+        """Tokens still to generate here (the least-outstanding-work router's key), as of now:
+        the steps of a bulk in flight that have ended count as done, as they would stepping one
+        at a time."""
+        left = sum(r.remaining for r in self.sched.running) + sum(r.remaining for r in self.sched.waiting)
+        if self._inflight is not None:
+            ends, made = self._inflight
+            done = int(np.searchsorted(ends, self.sim.env.now, side="right"))
+            left -= int(made[done - 1]) if done else 0
+        return left
 
     def run(self):
         env, sim = self.sim.env, self.sim
@@ -103,7 +112,8 @@ class Replica(PlansAhead):
             decoding = [r for r in self.sched.running if not r.needs_prefill]
             chunks = self.sched.prefill_chunks()
             completing = [r for r, c in chunks if r.prefilled + c == r.context]
-            partial = len(completing) < len(chunks)  # a prompt continues next step
+            # a prompt continues next step (its chunk, or one the prefill budget left out)
+            partial = sum(r.needs_prefill for r in self.sched.running) > len(completing)
             steps, apply = self.decode(decoding, completing, chunks,
                                        sim.next_arrival_after(env.now),
                                        1 if partial else sim.stepping.bulk)
@@ -132,6 +142,8 @@ class Replica(PlansAhead):
         if sched.waiting and len(sched.running) < sched.cfg.max_batch \
                 and sched.cfg.batching == "continuous":
             bulk = 1  # the queue's head waits for the prefill budget or memory: next step, again
+        if sim.workload.concurrency is not None and len(sim.replicas) > 1:
+            bulk = 1  # another replica's completion may send a request here at any step
         fits = max(1, min(bulk, self._memory_tokens() // self.tokens_per_step))
         sim.prefill_tokens += sum(c for _, c in chunks)
         current = decoding + joining
@@ -192,11 +204,15 @@ class Replica(PlansAhead):
         context_end = np.array([r.prompt for r in rows]) + generated + np.cumsum(emitted[:k], axis=0)
         holding = (np.arange(k)[:, None] >= np.maximum(join - 1, 0)) & (np.arange(k)[:, None] <= finish)
         blocks = np.where(holding, -(-context_end // self.sched.cfg.block_tokens), 0).sum(axis=1)
-        sim.note_memory(int(blocks.max()), int(holding.sum(axis=1).max()))
+        sim.note_memory(blocks, holding.sum(axis=1))
         owed_after = pricer.deferred_after(len(steps)) if deferred is not None else None
         n_now = len(decoding) + len(joining)
+        made = emitted[:k, :n_now].sum(axis=1)
+        made[0] += len(joining)  # the prefill's first tokens
+        self._inflight = (ends, np.cumsum(made))
 
         def apply(now: float) -> None:
+            self._inflight = None
             self.sched.running.extend(admitted)
             ran = present[:k]
             last_step = k - 1 - np.argmax(ran[::-1], axis=0)       # each row's last step here
@@ -269,7 +285,11 @@ class Replica(PlansAhead):
         joins = join > 0                                            # prefill emits a token
         generated = np.array([r.generated for r in rows]) + joins
         tokens = sim.behaviour.token_index(trace_req, position)
-        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])  # first step
+        # regroup's expectation at each row's first step here; a row joining after its prefill
+        # (a fresh or a recomputed one) starts from the optimistic first guess, as it would after
+        # a step of its own
+        expected = np.array([max(cfg.min_layer, (cfg_first_depth(sim) if j else r.last_depth) - 1)
+                             for r, j in zip(rows, joins, strict=True)])
         ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
                               sim.shadow_mask(req, position) & present)
         if cfg.name == "selfspec":

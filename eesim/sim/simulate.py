@@ -20,6 +20,7 @@ from eesim.plan.strategies import StrategyConfig
 from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
 from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
+from eesim.sim.plain import PlainReplica
 from eesim.sim.replica import Replica, Stepping
 
 Router = Literal["round-robin", "least-work"]
@@ -58,7 +59,8 @@ class Simulation:
         self.block_bytes = sched.block_tokens * self.n_layers * mem["kv_bytes_per_token_per_layer"]
         self.static_bytes = mem["weights_bytes"] + mem.get("shared_exit_head_extra_bytes", 0)
         self.act_bytes = mem["activation_bytes_per_token"]
-        self.replicas = [Replica(self, i, Scheduler(sched, self.block_bytes)) for i in range(replicas)]
+        kind = PlainReplica if stepping.plain else Replica
+        self.replicas = [kind(self, i, Scheduler(sched, self.block_bytes)) for i in range(replicas)]
         self.series: list[tuple] = []
         self.peak_memory = self.static_bytes
         self._next = 0
@@ -143,10 +145,11 @@ class Simulation:
         if self.workload.concurrency is not None and self._next < len(self.workload):
             self.dispatch(now)
 
-    def note_memory(self, blocks: int, rows: int) -> None:
-        """The most KV blocks and rows a bulk of steps held at once (its memory peak)."""
-        memory = self.static_bytes + blocks * self.block_bytes + rows * self.act_bytes
-        self.peak_memory = max(self.peak_memory, memory)
+    def note_memory(self, blocks, rows) -> None:
+        """The KV blocks and rows held in each step of a bulk (arrays, or one step's ints):
+        the memory peak is that of the step holding the most."""
+        memory = self.static_bytes + np.asarray(blocks) * self.block_bytes + np.asarray(rows) * self.act_bytes
+        self.peak_memory = max(self.peak_memory, int(np.max(memory)))
 
     def record_memory(self, replica: Replica) -> None:
         rows = len(replica.sched.running)
