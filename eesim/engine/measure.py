@@ -149,7 +149,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
     n = len(workload)
     tasks, binding = bind_requests(behaviour, n, task_mix, seed, binding)
     selfspec = strategy.name == "selfspec"
-    ahead = strategy.drafts + 1 if selfspec else 1
+    ahead = strategy.tokens_per_step
     length = int((workload.prompt_len + workload.output_len).max()) + ahead
     if length > model.cfg.max_seq_len:
         raise ValueError(f"prompt + output tokens reach {length}, beyond the model's max_seq_len "
@@ -244,7 +244,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
                 if row.generated == 0:
                     rec["first_token_s"][row.request] = end
                 row.generated += 1
-                row.last_depth = strategy.min_layer + 1
+                row.last_depth = strategy.depth_after_prefill
         for i, row in enumerate(decoding):
             req = state[row.request]
             tokens = ctl.emitted_tokens(i)[:row.remaining]
@@ -257,7 +257,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
                 differs = int(ctl.differs()[0, i]) if not live_exits else 0
                 req.exits.append((row.generated, layer, differs))
                 rec["differs"][row.request] += differs
-                row.last_depth = layer
+                row.last_depth = strategy.depth_after_step(row.last_depth, layer, n_layers)
             req.tokens.extend(tokens)
             row.generated += len(tokens)
             rec["layer_evals"][row.request] += ex.layer_evals[i]
@@ -345,7 +345,7 @@ def _decode_step(model, cache, behaviour, binding, strategy, rows, state, live, 
                   strategy.drafts if selfspec else 0)
     ex.log = op_log
     tokens = behaviour.token_index(binding[req], generated)[None, :]
-    expected = np.array([max(strategy.min_layer, r.last_depth - 1) for r in rows])
+    expected = np.array([strategy.expected_depth(r.last_depth) for r in rows])
     if live_exits:
         ctl = LiveController(ex, live, tasks[req], remaining, behaviour, tokens, expected,
                              generated[None, :])

@@ -62,6 +62,30 @@ class StrategyConfig(BaseModel):
             data = {**data, "kv": "shared" if data.get("name") == "selfspec" else "propagate"}
         return data
 
+    @property
+    def tokens_per_step(self) -> int:
+        """KV positions a decode step may write per row: k + 1 when verifying k drafts."""
+        return self.drafts + 1 if self.name == "selfspec" else 1
+
+    # Regroup's per-row state, the depth a row's previous token left at (`Row.last_depth`),
+    # kept the same way by every interpreter: set after the prefill and after each decode step.
+    @property
+    def depth_after_prefill(self) -> int:
+        """A row's depth once its prompt is prefilled: optimistic, the first check."""
+        return self.min_layer + 1
+
+    def depth_after_step(self, last_depth: int, exit_layer: int, n_layers: int) -> int:
+        """A row's depth after a decode step in which its token left at `exit_layer` (0: the
+        last layer); self-speculation keeps the one it had."""
+        if self.name == "selfspec":
+            return last_depth
+        return exit_layer or n_layers
+
+    def expected_depth(self, last_depth: int) -> int:
+        """The depth regroup expects of a row's next token: one less than the last, at least
+        min_layer."""
+        return max(self.min_layer, last_depth - 1)
+
     @model_validator(mode="after")
     def _kv_fits(self) -> StrategyConfig:
         if self.kv == "shared" and self.name != "selfspec":

@@ -43,12 +43,6 @@ class PlainReplica:
         """Tokens still to generate here (the least-outstanding-work router's key)."""
         return sum(r.remaining for r in self.sched.running) + sum(r.remaining for r in self.sched.waiting)
 
-    @property
-    def tokens_per_step(self) -> int:
-        """KV positions a step may write per row: k + 1 when verifying k drafts."""
-        cfg = self.sim.strategy
-        return cfg.drafts + 1 if cfg.name == "selfspec" else 1
-
     def run(self):
         env, sim, sched = self.sim.env, self.sim, self.sched
         while True:
@@ -57,8 +51,8 @@ class PlainReplica:
                 yield self.wake
                 self.wake = None
                 continue
-            sched.make_room(self.tokens_per_step)
-            sched.admit(self.tokens_per_step)
+            sched.make_room(sim.strategy.tokens_per_step)
+            sched.admit(sim.strategy.tokens_per_step)
             decoding = [r for r in sched.running if not r.needs_prefill]
             chunks = sched.prefill_chunks()
             seconds, apply = self.step(decoding, chunks)
@@ -97,7 +91,7 @@ class PlainReplica:
                 if row.generated == 0:
                     sim.first_token[row.request] = now
                 row.generated += 1
-                row.last_depth = cfg.min_layer + 1  # regroup's first guess: optimistic
+                row.last_depth = cfg.depth_after_prefill
                 if row.remaining <= 0:
                     row.completed_at = now
                 sim.output_tokens[row.request] = row.generated
@@ -114,7 +108,7 @@ class PlainReplica:
         enabled = sim.exits_enabled(sim.env.now)
         present = np.ones((1, len(rows)), bool)
         tokens = sim.behaviour.token_index(sim.binding[req], generated)[None, :]
-        expected = np.array([max(cfg.min_layer, r.last_depth - 1) for r in rows])
+        expected = np.array([cfg.expected_depth(r.last_depth) for r in rows])
         ctl = TraceController(sim.behaviour, tokens, expected, generated[None, :], enabled,
                               sim.shadow_mask(req, generated[None, :]))
         if cfg.name == "selfspec" and enabled:
@@ -139,8 +133,7 @@ class PlainReplica:
             row.generated += int(emitted[i])
             if cost.owed is not None:
                 row.deferred = cost.owed[i]
-            if cfg.name != "selfspec":
-                row.last_depth = int(ctl.exit_layer[0, i]) or sim.n_layers
+            row.last_depth = cfg.depth_after_step(row.last_depth, int(ctl.exit_layer[0, i]), sim.n_layers)
             if row.remaining <= 0:
                 row.completed_at = now
             sim.output_tokens[row.request] = row.generated

@@ -226,12 +226,12 @@ class Replica(PlansAhead):
                     if row.generated == 0:
                         sim.first_token[row.request] = float(ends[join[i] - 1])
                     row.generated += 1
-                    row.last_depth = cfg_first_depth(sim)
+                    row.last_depth = cfg.depth_after_prefill
                 row.generated += int(emitted_k[i])
                 if deferred is not None:
                     row.deferred = owed_after[i]
-                if cfg.name != "selfspec" and ran[:, i].any():
-                    row.last_depth = int(last_exit[i]) or sim.n_layers
+                if ran[:, i].any():
+                    row.last_depth = cfg.depth_after_step(row.last_depth, int(last_exit[i]), sim.n_layers)
                 if finish[i] < k:
                     row.completed_at = float(ends[finish[i]])
                 sim.output_tokens[row.request] = row.generated
@@ -288,7 +288,7 @@ class Replica(PlansAhead):
         # regroup's expectation at each row's first step here; a row joining after its prefill
         # (a fresh or a recomputed one) starts from the optimistic first guess, as it would after
         # a step of its own
-        expected = np.array([max(cfg.min_layer, (cfg_first_depth(sim) if j else r.last_depth) - 1)
+        expected = np.array([cfg.expected_depth(cfg.depth_after_prefill if j else r.last_depth)
                              for r, j in zip(rows, joins, strict=True)])
         ctl = TraceController(sim.behaviour, tokens, expected, position, exits_enabled,
                               sim.shadow_mask(req, position) & present)
@@ -354,19 +354,13 @@ class Replica(PlansAhead):
 
     @property
     def tokens_per_step(self) -> int:
-        """KV positions a step may write per row: k + 1 when verifying k drafts."""
-        return self.sim.strategy.drafts + 1 if self.sim.strategy.name == "selfspec" else 1
+        return self.sim.strategy.tokens_per_step
 
     def _memory_tokens(self) -> int:
         """The most tokens per row that still fit in KV memory, up to a bulk x tokens per step
         (at least one step's worth: preemption made room for it)."""
         most = self.sim.stepping.bulk * self.tokens_per_step
         return max(self.tokens_per_step, self.sched.tokens_that_fit(most))
-
-
-def cfg_first_depth(sim) -> int:
-    """Expected depth of a row's first decoded token (regroup): optimistic, the first check."""
-    return sim.strategy.min_layer + 1
 
 
 def _delay(a: np.ndarray, join: np.ndarray) -> np.ndarray:
