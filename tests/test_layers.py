@@ -1,7 +1,7 @@
 """The package's layering: lower layers never import higher ones, and the simulator's side
 loads without torch.
 
-Layers, bottom up: shapes, files and definitions (`plan`, `sched`, `metrics`, `io`, `trace`,
+Layers, bottom up: shapes, files and definitions (`plan`, `sched`, `serve`, `metrics`, `io`, `trace`,
 `policy`, `costmodel`, `profile.format`, `model.config`); the scenario both interpreters replay
 (`scenario`); the two interpreters (`sim` prices plans, `engine` executes them; neither imports
 the other, and `sim` never imports `model`); the applications on top (`validate`, `whatif`,
@@ -28,6 +28,7 @@ FORBIDDEN = {
     "eesim.engine": ("eesim.sim", *APPS),
     "eesim.costmodel": ("eesim.sim", "eesim.engine", "eesim.scenario", "eesim.profile.bench", *APPS),
     "eesim.sched": ("eesim.sim", "eesim.engine", "eesim.model", "eesim.scenario", *APPS),
+    "eesim.serve": ("eesim.sim", "eesim.engine", "eesim.model", "eesim.scenario", *APPS),
     "eesim.metrics": ("eesim.sim", "eesim.engine", "eesim.model", "eesim.scenario", *APPS),
     "eesim.profile.analytic": ("eesim.profile.bench", "eesim.engine", "eesim.sim", *APPS),
 }

@@ -29,6 +29,7 @@ from eesim.scenario.behaviour import Behaviour, bind_requests, draft_trace_layer
 from eesim.scenario.controller import TraceController
 from eesim.scenario.workload import Workload
 from eesim.sched import Row, Scheduler, SchedulerConfig
+from eesim.serve import decoded, prefilled, schedule
 
 
 class EngineController(TraceController):
@@ -202,12 +203,13 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
         if not sched.running and not sched.waiting:
             time.sleep(max(0.0, float(workload.arrival_s[nxt]) - now))
             continue
-        for row in sched.make_room(ahead):  # preempted: recomputed when admitted again
+        step = schedule(sched, strategy)
+        for row in step.preempted:  # recomputed when admitted again
             req = state.pop(row.request)
             cache.release(req.slot)
             free.append(req.slot)
             held[row.request] = req
-        for row in sched.admit(ahead):
+        for row in step.admitted:
             req = held.pop(row.request, None)
             if req is None:
                 prompt = rng.integers(0, vocab, row.prompt).tolist()
@@ -216,8 +218,7 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
                     outputs[row.request] = {"prompt": prompt, "tokens": []}
             req.slot = free.pop()
             state[row.request] = req
-        decoding = [r for r in sched.running if not r.needs_prefill]
-        chunks = sched.prefill_chunks()
+        decoding, chunks = step.decoding, step.chunks
         for row in decoding:
             cache.reserve(state[row.request].slot, row.context + ahead - 1)
         it = Iteration(now, len(decoding), len(chunks))
@@ -232,34 +233,28 @@ def measure(ckpt: Checkpoint, behaviour: Behaviour, workload: Workload, strategy
         end = clock()
         if timeline is not None:
             timeline.append(it)
-        for row, chunk in chunks:
-            row.prefilled += chunk
-            if row.request in first:
-                req = state[row.request]
-                row.needs_prefill = False
-                req.tokens.append(first[row.request])
-                req.exits.append((row.generated, n_layers, 0))
-                if selfspec:
-                    req.steps.append(1)
-                if row.generated == 0:
-                    rec["first_token_s"][row.request] = end
-                row.generated += 1
-                row.last_depth = strategy.depth_after_prefill
+        for row in prefilled(step, strategy):
+            req = state[row.request]
+            req.tokens.append(first[row.request])
+            req.exits.append((row.generated - 1, n_layers, 0))
+            if selfspec:
+                req.steps.append(1)
+            if row.generated == 1:  # a fresh request's first token (not a recompute's)
+                rec["first_token_s"][row.request] = end
         for i, row in enumerate(decoding):
             req = state[row.request]
             tokens = ctl.emitted_tokens(i)[:row.remaining]
+            layer = int(ctl.exit_layer[0, i])
             if selfspec:
                 req.steps.append(len(tokens))
                 rec["drafted"][row.request] += ctl.drafted[0, i]
                 rec["accepted"][row.request] += ctl.accepted[0, i]
             else:
-                layer = int(ctl.exit_layer[0, i]) or n_layers
                 differs = int(ctl.differs()[0, i]) if not live_exits else 0
-                req.exits.append((row.generated, layer, differs))
+                req.exits.append((row.generated, layer or n_layers, differs))
                 rec["differs"][row.request] += differs
-                row.last_depth = strategy.depth_after_step(row.last_depth, layer, n_layers)
             req.tokens.extend(tokens)
-            row.generated += len(tokens)
+            decoded(row, len(tokens), layer, strategy, n_layers)
             rec["layer_evals"][row.request] += ex.layer_evals[i]
             rec["exit_checks"][row.request] += ex.exit_checks[i]
         for row in sched.running:

@@ -4,9 +4,10 @@ operation (eesim/sim/reference.py). It is the definition of what the simulator d
 the two equal (times to 1e-9 relative, identical counts). Chosen by
 `simulate(..., stepping=Stepping.PLAIN)`.
 
-One step, as the engine's loop runs it: preempt what memory cannot hold, admit what fits,
-prefill the prompt chunks due and decode the running rows with the strategy's plan, then apply
-what the step produced (tokens, exits, drafts, completions) when its time has passed.
+One step, as the engine's loop runs it (eesim/serve.py, the contract both share): preempt what
+memory cannot hold, admit what fits, prefill the prompt chunks due and decode the running rows
+with the strategy's plan, then apply what the step produced (tokens, exits, drafts,
+completions) when its time has passed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from eesim.plan.strategies import plan
 from eesim.policy.selfspec import timeline
 from eesim.scenario.controller import TraceController
 from eesim.sched import Row, Scheduler
+from eesim.serve import Step, decoded, prefilled, schedule
 from eesim.sim.reference import price_prefill, price_step, rows_cost
 
 
@@ -51,25 +53,20 @@ class PlainReplica:
                 yield self.wake
                 self.wake = None
                 continue
-            sched.make_room(sim.strategy.tokens_per_step)
-            sched.admit(sim.strategy.tokens_per_step)
-            decoding = [r for r in sched.running if not r.needs_prefill]
-            chunks = sched.prefill_chunks()
-            seconds, apply = self.step(decoding, chunks)
-            for row, chunk in chunks:
-                row.prefilled += chunk
+            step = schedule(sched, sim.strategy)
+            seconds, apply = self.step(step)
             yield env.timeout(seconds)
             apply(env.now)
             for row in sched.finish():
                 sim.complete(row, row.completed_at)
             sim.record_memory(self)
 
-    def step(self, decoding: list[Row], chunks: list[tuple[Row, int]]):
-        """The seconds of one step (prefill chunks and one decode step of `decoding`) and a
-        function that applies what it produced once it has ended."""
+    def step(self, step: Step):
+        """The seconds of one step (its prompt chunks and one decode step of its decoding rows)
+        and a function that applies what it produced once it has ended."""
         sim, cfg, n = self.sim, self.sim.strategy, self.sim.n_layers
+        decoding, chunks, joining = step.decoding, step.chunks, step.joining
         sim.prefill_tokens += sum(c for _, c in chunks)
-        joining = [r for r, c in chunks if r.prefilled + c == r.context]
         seconds = 0.0
         if chunks:
             sizes = np.array([c for _, c in chunks])
@@ -77,26 +74,23 @@ class PlainReplica:
             seconds += price_prefill(sim.cost, sizes, cached, len(joining), n)
         if not decoding and not joining:  # only prompts still prefilling: a pass that prefills
             seconds += rows_cost(sim.cost, "step", 1)
-        decoded = self._decode(decoding) if decoding else None
-        if decoded is not None:
-            seconds += decoded[0]
+        result = self._decode(decoding) if decoding else None
+        if result is not None:
+            seconds += result[0]
         rows = decoding + joining
-        ends = [r.context + (decoded[1][i] if decoded and i < len(decoding) else 1)
+        ends = [r.context + (result[1][i] if result and i < len(decoding) else 1)
                 for i, r in enumerate(rows)]
         sim.note_memory(sum(-(-e // self.sched.cfg.block_tokens) for e in ends), len(rows))
 
         def apply(now: float) -> None:
-            for row in joining:
-                row.needs_prefill = False
-                if row.generated == 0:
+            for row in prefilled(step, cfg):
+                if row.generated == 1:  # a fresh request's first token (not a recompute's)
                     sim.first_token[row.request] = now
-                row.generated += 1
-                row.last_depth = cfg.depth_after_prefill
                 if row.remaining <= 0:
                     row.completed_at = now
                 sim.output_tokens[row.request] = row.generated
-            if decoded is not None:
-                self._apply(decoding, decoded, now)
+            if result is not None:
+                self._apply(decoding, result, now)
         return seconds, apply
 
     def _decode(self, rows: list[Row]):
@@ -125,15 +119,14 @@ class PlainReplica:
         emitted = np.minimum(ctl.accepted[0] + 1, remaining)
         return cost.seconds, emitted, cost, ctl
 
-    def _apply(self, rows: list[Row], decoded, now: float) -> None:
+    def _apply(self, rows: list[Row], result, now: float) -> None:
         sim, cfg = self.sim, self.sim.strategy
-        _, emitted, cost, ctl = decoded
+        _, emitted, cost, ctl = result
         differs = ctl.differs()[0]
         for i, row in enumerate(rows):
-            row.generated += int(emitted[i])
+            decoded(row, int(emitted[i]), int(ctl.exit_layer[0, i]), cfg, sim.n_layers)
             if cost.owed is not None:
                 row.deferred = cost.owed[i]
-            row.last_depth = cfg.depth_after_step(row.last_depth, int(ctl.exit_layer[0, i]), sim.n_layers)
             if row.remaining <= 0:
                 row.completed_at = now
             sim.output_tokens[row.request] = row.generated

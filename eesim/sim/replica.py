@@ -19,6 +19,7 @@ from eesim.plan.strategies import StrategyConfig, plan
 from eesim.policy.selfspec import timeline
 from eesim.scenario.controller import TraceController
 from eesim.sched import Row, Scheduler
+from eesim.serve import schedule
 from eesim.sim.lookahead import PlansAhead
 from eesim.sim.pricer import Pricer
 
@@ -107,11 +108,8 @@ class Replica(PlansAhead):
                 yield self.wake
                 self.wake = None
                 continue
-            self.sched.make_room(self.tokens_per_step)
-            self.sched.admit(self.tokens_per_step)
-            decoding = [r for r in self.sched.running if not r.needs_prefill]
-            chunks = self.sched.prefill_chunks()
-            completing = [r for r, c in chunks if r.prefilled + c == r.context]
+            step = schedule(self.sched, sim.strategy)
+            decoding, chunks, completing = step.decoding, step.chunks, step.joining
             # a prompt continues next step (its chunk, or one the prefill budget left out)
             partial = sum(r.needs_prefill for r in self.sched.running) > len(completing)
             steps, apply = self.decode(decoding, completing, chunks,
