@@ -131,12 +131,13 @@ class Simulation:
         (request, position) below the shadow rate, so the sample does not depend on batching."""
         if self.shadow_rate <= 0:
             return np.zeros(position.shape, bool)
-        mix = (np.uint64(self.seed) * np.uint64(0x9E3779B97F4A7C15)
-               + request.astype(np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
-               + position.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
-        mix ^= mix >> np.uint64(31)
-        mix *= np.uint64(0xD6E8FEB86659FD93)
-        mix ^= mix >> np.uint64(32)
+        with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
+            mix = (np.uint64(self.seed) * np.uint64(0x9E3779B97F4A7C15)
+                   + request.astype(np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
+                   + position.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+            mix ^= mix >> np.uint64(31)
+            mix *= np.uint64(0xD6E8FEB86659FD93)
+            mix ^= mix >> np.uint64(32)
         return (mix >> np.uint64(11)).astype(np.float64) / float(1 << 53) < self.shadow_rate
 
     def complete(self, row: Row, now: float) -> None:
