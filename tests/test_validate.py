@@ -166,6 +166,7 @@ def test_cli_bad_grid_names_the_flag():
     assert out.exit_code == 2 and "--grid 'huge' is not one of quick, full" in out.output
 
 
+@pytest.mark.slow
 def test_cli_quick_grid_is_the_fidelity_guard(tmp_path):
     """The CI guard (about 2.5 minutes on a slow 2-core VM): the quick grid, profile included,
     one measured run per scenario (the tiny grid's tests cover two), must predict every metric
