@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -79,3 +81,29 @@ def pytest_sessionfinish(session, exitstatus):
     print(f"\nthe suite changed the repository's git status: {left}")
     if session.exitstatus == 0:
         session.exitstatus = 1
+
+
+@functools.cache
+def cached_cost(path: str):
+    """The cost model of a committed profile (path relative to the repository), loaded once."""
+    from pathlib import Path
+
+    from eesim.costmodel import CostModel
+
+    return CostModel.load(Path(__file__).resolve().parents[1] / path)
+
+
+@functools.cache
+def threshold_behaviour(threshold: float, n_layers: int):
+    """The committed reference trace's exit behaviour under one max-prob threshold, mapped to
+    `n_layers` by relative depth where that differs from the trace's."""
+    from pathlib import Path
+
+    from eesim.policy.policy import ExitPolicy
+    from eesim.scenario.behaviour import from_trace
+    from eesim.trace import read_trace
+
+    trace = read_trace(Path(__file__).resolve().parents[1] / "traces" / "reference-greedy.parquet")
+    policy = ExitPolicy(signal="max_prob", thresholds={"*": threshold}, min_layer=1,
+                        model_sha256=trace.meta.model_sha256, n_layers=trace.meta.n_layers)
+    return from_trace(trace, policy, n_layers, map_depth=n_layers != trace.meta.n_layers)

@@ -5,7 +5,6 @@ and profiles: the same counts, times equal to 1e-9 relative."""
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -13,31 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eesim.costmodel import CostModel
 from eesim.plan.strategies import STRATEGIES, StrategyConfig
-from eesim.policy.policy import ExitPolicy
-from eesim.scenario.behaviour import from_trace
 from eesim.scenario.workload import bursty, closed_loop, poisson
 from eesim.sched import SchedulerConfig
 from eesim.sim.replica import Stepping
 from eesim.sim.simulate import simulate
-from eesim.trace import read_trace
+from tests.conftest import cached_cost as _cost
+from tests.conftest import threshold_behaviour as _behaviour
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("profiles/cpu/ref.parquet", "profiles/analytic/h100-sxm-llama-3-8b.parquet")
-
-
-@cache
-def _cost(path: str) -> CostModel:
-    return CostModel.load(ROOT / path)
-
-
-@cache
-def _behaviour(threshold: float, n_layers: int):
-    trace = read_trace(ROOT / "traces" / "reference-greedy.parquet")
-    policy = ExitPolicy(signal="max_prob", thresholds={"*": threshold}, min_layer=1,
-                        model_sha256=trace.meta.model_sha256, n_layers=trace.meta.n_layers)
-    return from_trace(trace, policy, n_layers, map_depth=n_layers != trace.meta.n_layers)
 
 
 @st.composite

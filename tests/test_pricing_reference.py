@@ -4,7 +4,6 @@ equal the same steps planned one at a time and priced operation by operation
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eesim.costmodel import CostModel
 from eesim.plan.ops import executed
 from eesim.plan.strategies import STRATEGIES, StrategyConfig, plan
-from eesim.policy.policy import ExitPolicy
-from eesim.scenario.behaviour import from_trace
 from eesim.scenario.controller import TraceController
 from eesim.sim.pricer import Pricer
 from eesim.sim.reference import price_prefill, price_step
-from eesim.trace import read_trace
+from tests.conftest import cached_cost as _cost
+from tests.conftest import threshold_behaviour as _behaviour
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("profiles/cpu/ref.parquet", "profiles/cpu/ref-quick.parquet",
             "profiles/analytic/h100-sxm-llama-3-8b.parquet")
-
-
-@cache
-def _cost(path: str) -> CostModel:
-    return CostModel.load(ROOT / path)
-
-
-@cache
-def _behaviour(threshold: float, n_layers: int):
-    trace = read_trace(ROOT / "traces" / "reference-greedy.parquet")
-    policy = ExitPolicy(signal="max_prob", thresholds={"*": threshold}, min_layer=1,
-                        model_sha256=trace.meta.model_sha256, n_layers=trace.meta.n_layers)
-    return from_trace(trace, policy, n_layers, map_depth=n_layers != trace.meta.n_layers)
 
 
 class _Batch:
