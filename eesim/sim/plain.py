@@ -28,13 +28,13 @@ class _Batch:
         self.rows, self.n_layers = rows, n_layers
 
 
-class PlainReplica:
-    """A scheduler, a clock and the records of the requests it served, stepped plainly."""
+class ReplicaQueue:
+    """What every replica has, plain or in bulks: a scheduler, the process that serves it, and
+    the requests submitted to it."""
 
     def __init__(self, sim, index: int, scheduler: Scheduler) -> None:
         self.sim, self.index, self.sched = sim, index, scheduler
         self.wake: simpy.Event | None = None
-        self.process = sim.env.process(self.run())
 
     def submit(self, row: Row) -> None:
         self.sched.waiting.append(row)
@@ -44,6 +44,14 @@ class PlainReplica:
     def outstanding(self) -> int:
         """Tokens still to generate here (the least-outstanding-work router's key)."""
         return sum(r.remaining for r in self.sched.running) + sum(r.remaining for r in self.sched.waiting)
+
+
+class PlainReplica(ReplicaQueue):
+    """A scheduler, a clock and the records of the requests it served, stepped plainly."""
+
+    def __init__(self, sim, index: int, scheduler: Scheduler) -> None:
+        super().__init__(sim, index, scheduler)
+        self.process = sim.env.process(self.run())
 
     def run(self):
         env, sim, sched = self.sim.env, self.sim, self.sched

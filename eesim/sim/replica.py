@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import simpy
 
 from eesim.plan.strategies import StrategyConfig, plan
 from eesim.policy.selfspec import timeline
@@ -21,6 +20,7 @@ from eesim.scenario.controller import TraceController
 from eesim.sched import Row, Scheduler
 from eesim.serve import schedule
 from eesim.sim.lookahead import PlansAhead
+from eesim.sim.plain import ReplicaQueue
 from eesim.sim.pricer import Pricer
 
 
@@ -72,28 +72,21 @@ class _Priced:
     slot: np.ndarray  # per planned arrival: the first step a row is free for it (0: one is now)
 
 
-class Replica(PlansAhead):
+class Replica(PlansAhead, ReplicaQueue):
     """A scheduler, a clock and the records of the requests it served."""
 
     def __init__(self, sim, index: int, scheduler: Scheduler) -> None:
-        self.sim, self.index, self.sched = sim, index, scheduler
-        self.wake: simpy.Event | None = None
+        super().__init__(sim, index, scheduler)
         self.step_s = 0.0  # the last decode step's length: sizes the next bulk
         self._decode_s: dict[int, float] = {}  # decode step seconds by rows (admission guesses)
         self._prefill_cache: dict[tuple, float] = {}
         self._inflight: tuple[np.ndarray, np.ndarray] | None = None  # a bulk's step ends, tokens
         self.process = sim.env.process(self.run())
 
-    def submit(self, row: Row) -> None:
-        self.sched.waiting.append(row)
-        if self.wake is not None and not self.wake.triggered:
-            self.wake.succeed()
-
     def outstanding(self) -> int:
-        """Tokens still to generate here (the least-outstanding-work router's key), as of now:
-        the steps of a bulk in flight that have ended count as done, as they would stepping one
-        at a time."""
-        left = sum(r.remaining for r in self.sched.running) + sum(r.remaining for r in self.sched.waiting)
+        """Tokens still to generate here, as of now: the steps of a bulk in flight that have
+        ended count as done, as they would stepping one at a time."""
+        left = super().outstanding()
         if self._inflight is not None:
             ends, made = self._inflight
             done = int(np.searchsorted(ends, self.sim.env.now, side="right"))
